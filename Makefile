@@ -1,0 +1,44 @@
+# cheeger: two commands on a fresh machine, `make train` and `make test`.
+# Both create .venv when it is missing and install torch first (TORCH), then the
+# project with its dev extra, constrained to that torch so pip never swaps it.
+
+PYTHON ?= python3
+TORCH  ?= torch==2.13.0
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_MODE ?= offline
+
+.PHONY: install train test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -c "import torch; print('torch', torch.__version__)" \
+	  && $(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install -c $(VENV)/constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+train: install
+	$(BIN)/python -m cheeger.train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+lint: install
+	$(BIN)/ruff check cheeger tests experiments
+
+bench: install
+	$(BIN)/python experiments/bench_ops.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

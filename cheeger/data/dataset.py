@@ -1,0 +1,119 @@
+"""Turn a raw sample source into validated, transformed training tensors.
+
+A *source* is any object with ``__len__``, ``load(i) -> (image, mask)`` and
+``describe(i) -> str`` (``SyntheticCity``, later Cityscapes and image folders).
+``SegmentationDataset`` checks every sample it hands out, because a wrong label
+or a NaN pixel otherwise turns into a silently wrong metric:
+
+* image (H, W, 3), uint8 or finite float; mask (H, W) of the same size;
+* mask values are class ids in [0, num_classes) or ``ignore_index``.
+
+Errors name the sample (``source.describe(i)``) and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cheeger.data.classes import IGNORE_INDEX
+
+
+class SampleSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def describe(self, index: int) -> str: ...
+
+
+class SampleError(ValueError):
+    """A sample that breaks the dataset contract (names the sample)."""
+
+
+def check_sample(
+    image: np.ndarray,
+    mask: np.ndarray,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+    where: str = "sample",
+) -> None:
+    """Raise ``SampleError`` naming ``where`` if the pair breaks the contract."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise SampleError(f"{where}: image must be (H, W, 3), found shape {image.shape}")
+    if mask.ndim != 2:
+        raise SampleError(f"{where}: mask must be (H, W), found shape {mask.shape}")
+    if image.shape[:2] != mask.shape:
+        raise SampleError(
+            f"{where}: image size {image.shape[:2]} does not match mask size {mask.shape}"
+        )
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise SampleError(f"{where}: image contains NaN or Inf values")
+    elif image.dtype != np.uint8:
+        raise SampleError(f"{where}: image dtype must be uint8 or float, found {image.dtype}")
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise SampleError(f"{where}: mask dtype must be integer, found {mask.dtype}")
+    values = np.unique(mask)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
+    if bad.size:
+        raise SampleError(
+            f"{where}: mask has labels {bad.tolist()[:10]} outside the class set "
+            f"0..{num_classes - 1} (and ignore {ignore_index})"
+        )
+
+
+class SegmentationDataset(Dataset):
+    """Validated samples as tensors: image (3, H, W) float32 normalised, mask (H, W) int64.
+
+    Args:
+        source: the raw sample source.
+        num_classes: size of the label space the masks must respect.
+        transform: an albumentations-style callable ``transform(image=, mask=) -> dict``
+            applied after validation, or None.
+        mean, std: per-channel normalisation of the [0, 1]-scaled image.
+        ignore_index: label that is never counted.
+    """
+
+    def __init__(
+        self,
+        source: SampleSource,
+        num_classes: int,
+        transform: Callable | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.source = source
+        self.num_classes = num_classes
+        self.transform = transform
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The validated, untransformed (image, mask) pair."""
+        image, mask = self.source.load(index)
+        check_sample(image, mask, self.num_classes, self.ignore_index, self.source.describe(index))
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict:
+        image, mask = self.raw(index)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        # uint8 images are 0..255; float images are taken to be in [0, 1] already.
+        scale = 255.0 if image.dtype == np.uint8 else 1.0
+        image = (image.astype(np.float32) / scale - self.mean) / self.std
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "index": index,
+        }

@@ -1,0 +1,87 @@
+"""Evaluate a checkpoint: ``python -m cheeger.eval ckpt_path=... [split=val|test] [dataset=...]``.
+
+The model (backbone, head, loss) is rebuilt from the config stored inside the
+checkpoint, so no model overrides are needed; the dataset, trainer and logger
+come from ``conf/eval.yaml`` and the command line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cheeger.module import SegmentationModule
+from cheeger.report import iou_table
+from cheeger.runner import build_trainer, resolve_ckpt_path
+
+log = logging.getLogger("cheeger.eval")
+
+
+def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationModule:
+    """Rebuild a ``SegmentationModule`` from a checkpoint written by cheeger.train.
+
+    Raises:
+        ValueError: the checkpoint has no stored model config, or its class count
+            differs from ``cfg.dataset.num_classes``.
+    """
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    stored = checkpoint.get("cheeger_model_config")
+    if stored is None:
+        raise ValueError(
+            f"ckpt_path={ckpt_path!r} has no 'cheeger_model_config'; "
+            "it was not written by cheeger.train"
+        )
+    model_cfg = OmegaConf.create(stored)
+    if cfg is not None and int(cfg.dataset.num_classes) != int(model_cfg.dataset.num_classes):
+        raise ValueError(
+            f"checkpoint predicts {model_cfg.dataset.num_classes} classes but "
+            f"dataset.num_classes={cfg.dataset.num_classes}"
+        )
+    module = SegmentationModule.from_config(model_cfg)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; returns the logged metrics."""
+    if cfg.split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', found {cfg.split!r}")
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
+    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+        raise ValueError(f"ckpt_path must name a checkpoint file or run directory, found {ckpt_path!r}")
+    L.seed_everything(int(cfg.get("seed", 0)), workers=True)
+    datamodule = instantiate(cfg.dataset)
+    module = load_module(ckpt_path, cfg)
+    trainer = build_trainer(cfg)
+    if cfg.split == "val":
+        trainer.validate(module, datamodule=datamodule)
+    else:
+        trainer.test(module, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    result = module.results[cfg.split]
+    print(
+        iou_table(
+            module.class_names,
+            result["iou"].tolist(),
+            float(result["mIoU"]),
+            float(result["pixel_acc"]),
+            f"{cfg.split} ({datamodule.name}) of {ckpt_path}",
+        ),
+        flush=True,
+    )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    metrics = evaluate(cfg)
+    return metrics.get(f"{cfg.split}/mIoU")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Segmentation heads: ``features -> (logits, auxiliaries)``.
+
+Every head takes the backbone's feature map (B, C, h, w) and the input size
+(H, W) and returns logits (B, num_classes, H, W) plus a dict of auxiliaries
+(empty for ``ConvHead``; the spectral head puts its graph, eigenvalues and
+embedding there) that losses and logging callbacks may read.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SegmentationHead(nn.Module):
+    """Interface shared by all heads."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, found {in_channels}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, found {num_classes}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+
+    def forward(self, features: Tensor, size: tuple[int, int]) -> tuple[Tensor, dict]:
+        raise NotImplementedError
+
+    def _check(self, features: Tensor) -> None:
+        if features.dim() != 4 or features.shape[1] != self.in_channels:
+            raise ValueError(
+                f"features must be (B, {self.in_channels}, h, w); found {tuple(features.shape)}"
+            )
+
+
+def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of (B, K, h, w) logits to (B, K, *size); identity if equal."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class ConvHead(SegmentationHead):
+    """The baseline: dropout then a 1x1 convolution per pixel, upsampled to the input.
+
+    Shapes:
+        (B, in_channels, h, w) -> logits (B, num_classes, H, W), aux {}
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__(in_channels, num_classes)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), found {dropout}")
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+
+    def forward(self, features: Tensor, size: tuple[int, int]) -> tuple[Tensor, dict]:
+        self._check(features)
+        logits = self.classifier(self.dropout(features))
+        return upsample_logits(logits, size), {}

@@ -1,0 +1,183 @@
+"""The LightningModule: backbone -> head -> loss, with dataset-level IoU metrics.
+
+``SegmentationModule`` does not know which head it drives: any
+``SegmentationHead`` (``features, size -> logits, aux``) slots in, and the loss
+receives the head's auxiliaries. Metrics are ``SegmentationIoU`` objects (one
+per stage) whose confusion-matrix states are summed across processes, so
+``val/mIoU`` is the dataset mIoU under any data-parallel strategy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from cheeger.data.classes import IGNORE_INDEX
+from cheeger.metrics.iou import SegmentationIoU
+
+STAGES = ("train", "val", "test")
+# Config groups a checkpoint must carry to rebuild its module without the run's files.
+MODEL_KEYS = ("model", "head", "loss")
+
+
+class SegmentationModule(L.LightningModule):
+    """Semantic segmentation with a swappable head.
+
+    Args:
+        backbone: image (B, 3, H, W) -> features (B, C, h, w); must expose ``out_channels``.
+        head: features -> (logits (B, K, H, W), aux dict).
+        loss: ``loss(logits, target, aux) -> scalar``.
+        optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a Hydra partial).
+        scheduler: ``scheduler(optimizer, total_steps=...) -> LRScheduler`` or None;
+            stepped every optimizer step.
+        num_classes: K.
+        ignore_index: label never counted in loss or metrics.
+        class_names: K names, for per-class logs and tables.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 19,
+        ignore_index: int = IGNORE_INDEX,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.metrics = nn.ModuleDict(
+            {stage: SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
+        )
+        # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
+        self.results: dict[str, dict[str, Tensor]] = {}
+        # The config subtrees that rebuild this module; stored in every checkpoint.
+        self.model_config: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> SegmentationModule:
+        """Instantiate backbone, head, loss, optimizer and scheduler from a run config.
+
+        The head gets ``in_channels`` from the backbone and ``num_classes`` from
+        ``cfg.dataset``; the loss gets ``num_classes`` and ``ignore_index``.
+        """
+        num_classes = int(cfg.dataset.num_classes)
+        ignore_index = int(cfg.dataset.get("ignore_index", IGNORE_INDEX))
+        backbone = instantiate(cfg.model)
+        head = instantiate(cfg.head, in_channels=backbone.out_channels, num_classes=num_classes)
+        loss = instantiate(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
+        optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
+        scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        module = cls(
+            backbone,
+            head,
+            loss,
+            optimizer,
+            scheduler,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            class_names=cfg.dataset.get("class_names"),
+        )
+        module.model_config = {
+            key: OmegaConf.to_container(cfg[key], resolve=True) for key in MODEL_KEYS
+        }
+        module.model_config["dataset"] = {
+            "num_classes": num_classes,
+            "ignore_index": ignore_index,
+            "class_names": module.class_names,
+        }
+        return module
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model_config is not None:
+            checkpoint["cheeger_model_config"] = self.model_config
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, image: Tensor) -> tuple[Tensor, dict]:
+        """(B, 3, H, W) -> logits (B, K, H, W) and the head's auxiliaries."""
+        features = self.backbone(image)
+        return self.head(features, size=tuple(image.shape[-2:]))
+
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        image, mask = batch["image"], batch["mask"]
+        logits, aux = self(image)
+        loss = self.loss_fn(logits, mask, aux)
+        self.metrics[stage].update(logits.detach().argmax(dim=1), mask)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=stage == "train",
+            batch_size=image.shape[0],
+            sync_dist=stage != "train",
+        )
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
+        logits, _ = self(batch["image"])
+        return logits.argmax(dim=1)
+
+    # ---------------------------------------------------------------- metrics
+    def _end_epoch(self, stage: str) -> None:
+        metric = self.metrics[stage]
+        if not metric.update_called:
+            return
+        # compute() syncs the confusion matrix across ranks: every rank logs the same value.
+        result = {k: v.detach().cpu() for k, v in metric.compute().items()}
+        metric.reset()
+        self.results[stage] = result
+        self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=stage == "val")
+        self.log(f"{stage}/pixel_acc", result["pixel_acc"].float())
+        for name, iou in zip(self.class_names, result["iou"].tolist(), strict=True):
+            if not math.isnan(iou):
+                self.log(f"{stage}/iou/{name}", iou)
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_epoch("test")
+
+    # -------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError("optimizer config is missing: set the `optimizer` group (e.g. adamw)")
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=max(1, total))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }

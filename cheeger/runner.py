@@ -1,0 +1,78 @@
+"""Pieces shared by the entry points (train, eval): building what a config names."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("cheeger")
+
+
+def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, logger).
+
+    Entries set to null are skipped, so ``callbacks.panel=null`` removes one.
+    """
+    if cfg is None:
+        return []
+    if not isinstance(cfg, DictConfig):
+        raise TypeError(f"config group `{group}` must be a mapping of name -> config, found {cfg!r}")
+    objects = []
+    for name, entry in cfg.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise TypeError(f"`{group}.{name}` must be a config with a _target_, found {entry!r}")
+        objects.append(instantiate(entry))
+    return objects
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer from ``cfg.trainer`` with the callbacks and loggers of the run."""
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+    """Accept a checkpoint file, a run directory (-> its checkpoints/last.ckpt), or
+    Lightning's keywords ``last``/``best``/``hpc``/``registry``.
+
+    Raises:
+        FileNotFoundError: naming the ``ckpt_path`` value and what was looked for.
+    """
+    if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
+        return ckpt_path
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        candidate = path / "checkpoints" / "last.ckpt"
+        if not candidate.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path={ckpt_path!r} is a directory without checkpoints/last.ckpt; "
+                "pass a .ckpt file or a run directory written by cheeger.train"
+            )
+        return str(candidate)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no such checkpoint file")
+    return str(path)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run directory (Hydra's when running under Hydra, else ``cfg.paths.output_dir``)."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def save_resolved_config(cfg: DictConfig, directory: Path) -> Path:
+    """Write the fully resolved config of the run to ``directory/config.yaml``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
