@@ -62,8 +62,9 @@ class SegmentationModule(L.LightningModule):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        # ModuleDict keys may not shadow nn.Module attributes such as `train`.
         self.metrics = nn.ModuleDict(
-            {stage: SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
+            {f"{stage}_iou": SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
         )
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
         self.results: dict[str, dict[str, Tensor]] = {}
@@ -119,7 +120,7 @@ class SegmentationModule(L.LightningModule):
         image, mask = batch["image"], batch["mask"]
         logits, aux = self(image)
         loss = self.loss_fn(logits, mask, aux)
-        self.metrics[stage].update(logits.detach().argmax(dim=1), mask)
+        self.metrics[f"{stage}_iou"].update(logits.detach().argmax(dim=1), mask)
         self.log(
             f"{stage}/loss",
             loss,
@@ -146,7 +147,7 @@ class SegmentationModule(L.LightningModule):
 
     # ---------------------------------------------------------------- metrics
     def _end_epoch(self, stage: str) -> None:
-        metric = self.metrics[stage]
+        metric = self.metrics[f"{stage}_iou"]
         if not metric.update_called:
             return
         # compute() syncs the confusion matrix across ranks: every rank logs the same value.

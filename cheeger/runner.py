@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -64,9 +63,7 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
 
 
 def output_dir(cfg: DictConfig) -> Path:
-    """The run directory (Hydra's when running under Hydra, else ``cfg.paths.output_dir``)."""
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
+    """The run directory, ``cfg.paths.output_dir`` (Hydra's run dir by default)."""
     return Path(cfg.paths.output_dir)
 
 

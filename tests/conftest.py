@@ -46,10 +46,11 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
             return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)
+    # Outside a Hydra app there is no runtime dir: point the paths group at the test's.
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-    HydraConfig.instance().set_config(cfg)
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.root_dir = str(ROOT)
+        del cfg["hydra"]
     return cfg
 
 
