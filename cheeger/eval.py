@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cheeger.module import SegmentationModule
-from cheeger.report import iou_table
+from cheeger.report import results_table
 from cheeger.runner import build_trainer, resolve_ckpt_path
 
 log = logging.getLogger("cheeger.eval")
@@ -37,6 +37,8 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
             "it was not written by cheeger.train"
         )
     model_cfg = OmegaConf.create(stored)
+    if cfg is not None and cfg.get("metrics") is not None:
+        model_cfg.metrics = cfg.metrics
     if cfg is not None and int(cfg.dataset.num_classes) != int(model_cfg.dataset.num_classes):
         raise ValueError(
             f"checkpoint predicts {model_cfg.dataset.num_classes} classes but "
@@ -63,17 +65,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     else:
         trainer.test(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    result = module.results[cfg.split]
-    print(
-        iou_table(
-            module.class_names,
-            result["iou"].tolist(),
-            float(result["mIoU"]),
-            float(result["pixel_acc"]),
-            f"{cfg.split} ({datamodule.name}) of {ckpt_path}",
-        ),
-        flush=True,
-    )
+    title = f"{cfg.split} ({datamodule.name}) of {ckpt_path}"
+    print(results_table(module.class_names, module.results[cfg.split], title), flush=True)
     return metrics
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.iou import SegmentationIoU
 
 STAGES = ("train", "val", "test")
@@ -40,6 +41,12 @@ class SegmentationModule(L.LightningModule):
         num_classes: K.
         ignore_index: label never counted in loss or metrics.
         class_names: K names, for per-class logs and tables.
+        dilation_ratio: Boundary IoU band width relative to the image diagonal.
+        bf_tolerance: BF score match distance in pixels.
+        trimap_widths: trimap band widths (pixels) for ``trimap_iou@w``.
+
+    Logged per stage: ``loss``, ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
+    test also ``boundary_iou``, ``bf`` and ``trimap_iou@<w>`` for each width.
     """
 
     def __init__(
@@ -52,6 +59,9 @@ class SegmentationModule(L.LightningModule):
         num_classes: int = 19,
         ignore_index: int = IGNORE_INDEX,
         class_names: Sequence[str] | None = None,
+        dilation_ratio: float = 0.02,
+        bf_tolerance: float = 2.0,
+        trimap_widths: Sequence[int] = (1, 2, 4, 8, 16),
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -66,6 +76,11 @@ class SegmentationModule(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{stage}_iou": SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
         )
+        # Boundary metrics only where they are read (val, test): they cost a few poolings.
+        for stage in ("val", "test"):
+            self.metrics[f"{stage}_boundary_iou"] = BoundaryIoU(num_classes, dilation_ratio, ignore_index)
+            self.metrics[f"{stage}_bf"] = BFScore(num_classes, bf_tolerance, ignore_index)
+            self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
         self.results: dict[str, dict[str, Tensor]] = {}
         # The config subtrees that rebuild this module; stored in every checkpoint.
@@ -86,6 +101,7 @@ class SegmentationModule(L.LightningModule):
         loss = instantiate(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
         optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
         scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        metrics = cfg.get("metrics") or {}
         module = cls(
             backbone,
             head,
@@ -95,6 +111,7 @@ class SegmentationModule(L.LightningModule):
             num_classes=num_classes,
             ignore_index=ignore_index,
             class_names=cfg.dataset.get("class_names"),
+            **metrics,
         )
         module.model_config = {
             key: OmegaConf.to_container(cfg[key], resolve=True) for key in MODEL_KEYS
@@ -120,7 +137,11 @@ class SegmentationModule(L.LightningModule):
         image, mask = batch["image"], batch["mask"]
         logits, aux = self(image)
         loss = self.loss_fn(logits, mask, aux)
-        self.metrics[f"{stage}_iou"].update(logits.detach().argmax(dim=1), mask)
+        pred = logits.detach().argmax(dim=1)
+        self.metrics[f"{stage}_iou"].update(pred, mask)
+        if stage != "train":
+            for kind in ("boundary_iou", "bf", "trimap"):
+                self.metrics[f"{stage}_{kind}"].update(pred, mask)
         self.log(
             f"{stage}/loss",
             loss,
@@ -159,6 +180,20 @@ class SegmentationModule(L.LightningModule):
         for name, iou in zip(self.class_names, result["iou"].tolist(), strict=True):
             if not math.isnan(iou):
                 self.log(f"{stage}/iou/{name}", iou)
+        if stage == "train":
+            return
+        for kind in ("boundary_iou", "bf"):
+            metric = self.metrics[f"{stage}_{kind}"]
+            out = metric.compute()
+            metric.reset()
+            result[kind] = out["mean"].cpu()
+            result[f"{kind}_per_class"] = out["per_class"].cpu()
+            self.log(f"{stage}/{kind}", out["mean"].float(), prog_bar=kind == "boundary_iou")
+        metric = self.metrics[f"{stage}_trimap"]
+        for width, value in metric.compute().items():
+            result[f"trimap_iou@{width}"] = value.cpu()
+            self.log(f"{stage}/trimap_iou@{width}", value.float())
+        metric.reset()
 
     def on_train_epoch_end(self) -> None:
         self._end_epoch("train")

@@ -1,28 +1,45 @@
-"""Human-readable results: per-class IoU tables and image panels."""
+"""Human-readable results: per-class metric tables and image panels."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cheeger.data.classes import IGNORE_INDEX
 
 
-def iou_table(
-    class_names: Sequence[str], iou: Sequence[float], miou: float, pixel_acc: float, title: str
-) -> str:
-    """A fixed-width table of per-class IoU (classes absent from GT and prediction show '-')."""
+def _cell(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def results_table(class_names: Sequence[str], result: Mapping[str, Any], title: str) -> str:
+    """Fixed-width table of a stage's results (``SegmentationModule.results[stage]``).
+
+    Columns: class, IoU, and when present Boundary IoU and BF per class; then the
+    means, pixel accuracy and the trimap IoU curve. Classes absent from ground
+    truth and prediction show '-'.
+    """
+    columns = [("IoU", result["iou"])]
+    if "boundary_iou_per_class" in result:
+        columns.append(("BIoU", result["boundary_iou_per_class"]))
+    if "bf_per_class" in result:
+        columns.append(("BF", result["bf_per_class"]))
     width = max(12, *(len(n) for n in class_names))
-    lines = [title, f"{'class':<{width}}  IoU", "-" * (width + 8)]
-    for name, value in zip(class_names, iou, strict=True):
-        cell = "-" if math.isnan(value) else f"{value:.4f}"
-        lines.append(f"{name:<{width}}  {cell}")
-    lines.append("-" * (width + 8))
-    lines.append(f"{'mIoU':<{width}}  {miou:.4f}")
-    lines.append(f"{'pixel acc':<{width}}  {pixel_acc:.4f}")
+    header = f"{'class':<{width}}" + "".join(f"  {name:>7}" for name, _ in columns)
+    rule = "-" * len(header)
+    lines = [title, header, rule]
+    for i, name in enumerate(class_names):
+        lines.append(f"{name:<{width}}" + "".join(f"  {_cell(float(v[i])):>7}" for _, v in columns))
+    lines.append(rule)
+    summary = [("mIoU", result["mIoU"]), ("pixel acc", result["pixel_acc"])]
+    summary += [(k, result[k]) for k in ("boundary_iou", "bf") if k in result]
+    summary += [(k, v) for k, v in result.items() if k.startswith("trimap_iou@")]
+    for key, value in summary:
+        lines.append(f"{key:<{width}}  {_cell(float(value)):>7}")
     return "\n".join(lines)
 
 

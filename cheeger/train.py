@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cheeger.module import SegmentationModule
-from cheeger.report import iou_table
+from cheeger.report import results_table
 from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_resolved_config
 
 log = logging.getLogger("cheeger.train")
@@ -55,17 +55,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
 
 def _print_table(module: SegmentationModule, stage: str, title: str) -> None:
-    result = module.results[stage]
-    print(
-        iou_table(
-            module.class_names,
-            result["iou"].tolist(),
-            float(result["mIoU"]),
-            float(result["pixel_acc"]),
-            title,
-        ),
-        flush=True,
-    )
+    print(results_table(module.class_names, module.results[stage], title), flush=True)
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:
