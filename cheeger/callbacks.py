@@ -40,9 +40,13 @@ class PredictionPanel(L.Callback):
             return
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "dataset"):
-            warnings.warn("PredictionPanel needs a SegmentationDataModule; no panel written", stacklevel=1)
+            warnings.warn(
+                "PredictionPanel needs a SegmentationDataModule; no panel written", stacklevel=1
+            )
             return
-        path = self.render(pl_module, datamodule, self.out_dir / f"epoch_{trainer.current_epoch:03d}.png")
+        path = self.render(
+            pl_module, datamodule, self.out_dir / f"epoch_{trainer.current_epoch:03d}.png"
+        )
         self.paths.append(path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):

@@ -56,7 +56,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.source = source
         self.num_classes = num_classes
         self.name = name
-        self.class_names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names else [str(c) for c in range(num_classes)]
+        )
         if len(self.class_names) != num_classes:
             raise ValueError(
                 f"dataset.class_names has {len(self.class_names)} entries, "

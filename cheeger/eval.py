@@ -55,7 +55,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"split must be 'val' or 'test', found {cfg.split!r}")
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
     if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
-        raise ValueError(f"ckpt_path must name a checkpoint file or run directory, found {ckpt_path!r}")
+        raise ValueError(
+            f"ckpt_path must name a checkpoint file or run directory, found {ckpt_path!r}"
+        )
     L.seed_everything(int(cfg.get("seed", 0)), workers=True)
     datamodule = instantiate(cfg.dataset)
     module = load_module(ckpt_path, cfg)

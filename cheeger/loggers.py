@@ -42,7 +42,11 @@ def wandb_logger(
 ) -> WandbLogger:
     """A ``WandbLogger`` that falls back to offline mode when it cannot go online."""
     mode = os.environ.get("WANDB_MODE", "").lower()
-    if not offline and mode not in ("offline", "disabled", "dryrun") and not wandb_api_key_available():
+    if (
+        not offline
+        and mode not in ("offline", "disabled", "dryrun")
+        and not wandb_api_key_available()
+    ):
         warnings.warn(
             "logger.wandb: no W&B API key found (WANDB_API_KEY or `wandb login`); "
             f"logging offline under {save_dir}/wandb. Upload later with `wandb sync`.",

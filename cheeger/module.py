@@ -71,14 +71,18 @@ class SegmentationModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = (
+            list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        )
         # ModuleDict keys may not shadow nn.Module attributes such as `train`.
         self.metrics = nn.ModuleDict(
             {f"{stage}_iou": SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
         )
         # Boundary metrics only where they are read (val, test): they cost a few poolings.
         for stage in ("val", "test"):
-            self.metrics[f"{stage}_boundary_iou"] = BoundaryIoU(num_classes, dilation_ratio, ignore_index)
+            self.metrics[f"{stage}_boundary_iou"] = BoundaryIoU(
+                num_classes, dilation_ratio, ignore_index
+            )
             self.metrics[f"{stage}_bf"] = BFScore(num_classes, bf_tolerance, ignore_index)
             self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.

@@ -21,7 +21,9 @@ def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
     if cfg is None:
         return []
     if not isinstance(cfg, DictConfig):
-        raise TypeError(f"config group `{group}` must be a mapping of name -> config, found {cfg!r}")
+        raise TypeError(
+            f"config group `{group}` must be a mapping of name -> config, found {cfg!r}"
+        )
     objects = []
     for name, entry in cfg.items():
         if entry is None:

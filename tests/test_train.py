@@ -57,7 +57,9 @@ def test_typo_in_override_fails_at_compose(tmp_path):
 def test_train_resume_and_eval(tmp_path):
     run1 = tmp_path / "run1"
     limits = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]
-    cfg = compose("train", [*TINY, *limits, "trainer.max_epochs=1", "callbacks.panel.every_n_epochs=1"], run1)
+    cfg = compose(
+        "train", [*TINY, *limits, "trainer.max_epochs=1", "callbacks.panel.every_n_epochs=1"], run1
+    )
     value, metrics = train(cfg)
     assert value == metrics["val/mIoU"] and 0.0 <= value <= 1.0
     last = run1 / "checkpoints" / "last.ckpt"
@@ -75,8 +77,12 @@ def test_train_resume_and_eval(tmp_path):
     # Evaluating the last checkpoint on the same val batches reproduces the logged mIoU.
     cfg = compose(
         "eval",
-        [*[o for o in TINY if not o.startswith(("model", "callbacks"))],
-         "trainer.limit_val_batches=1", f"ckpt_path={run2}", "split=val"],
+        [
+            *[o for o in TINY if not o.startswith(("model", "callbacks"))],
+            "trainer.limit_val_batches=1",
+            f"ckpt_path={run2}",
+            "split=val",
+        ],
         tmp_path / "eval",
     )
     evaluated = evaluate(cfg)
@@ -84,9 +90,15 @@ def test_train_resume_and_eval(tmp_path):
 
 
 def test_overfit_one_batch_reaches_high_pixel_accuracy(compose_train):
-    cfg = compose_train("debug=overfit", "trainer.max_epochs=120", "logger=null",
-                        "callbacks.model_checkpoint=null", "trainer.enable_checkpointing=false",
-                        "optimizer.lr=0.01", "scheduler=constant")
+    cfg = compose_train(
+        "debug=overfit",
+        "trainer.max_epochs=120",
+        "logger=null",
+        "callbacks.model_checkpoint=null",
+        "trainer.enable_checkpointing=false",
+        "optimizer.lr=0.01",
+        "scheduler=constant",
+    )
     _, metrics = train(cfg)
     assert metrics["train/pixel_acc"] > 0.95
 
@@ -105,8 +117,14 @@ def test_fast_dev_run_with_wandb_offline(compose_train, tmp_path, monkeypatch):
 
 def test_command_line_entry_point(tmp_path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "cheeger.train", *TINY, "debug=fast_dev_run",
-           f"hydra.run.dir={tmp_path / 'cli'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cheeger.train",
+        *TINY,
+        "debug=fast_dev_run",
+        f"hydra.run.dir={tmp_path / 'cli'}",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (Path(tmp_path) / "cli" / "config.yaml").is_file()

@@ -34,7 +34,9 @@ def train_transform(
     """
     lo, hi = (float(s) for s in scale)
     if not 0 < lo <= hi:
-        raise ValueError(f"dataset.train_transform.scale must satisfy 0 < min <= max, found {scale}")
+        raise ValueError(
+            f"dataset.train_transform.scale must satisfy 0 < min <= max, found {scale}"
+        )
     ops: list = []
     if (lo, hi) != (1.0, 1.0):
         ops.append(

@@ -113,7 +113,9 @@ def boundary_iou_stats(
 def _disk(radius: float, device: torch.device) -> Tensor:
     r = int(math.floor(radius))
     yy, xx = torch.meshgrid(
-        torch.arange(-r, r + 1, device=device), torch.arange(-r, r + 1, device=device), indexing="ij"
+        torch.arange(-r, r + 1, device=device),
+        torch.arange(-r, r + 1, device=device),
+        indexing="ij",
     )
     return ((yy**2 + xx**2) <= radius**2).float()
 
@@ -224,12 +226,20 @@ class BoundaryIoU(Metric):
     ) -> None:
         super().__init__(**kw)
         boundary_width(1, 1, dilation_ratio)  # validates the ratio
-        self.num_classes, self.dilation_ratio, self.ignore_index = num_classes, dilation_ratio, ignore_index
-        self.add_state("intersection", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.num_classes, self.dilation_ratio, self.ignore_index = (
+            num_classes,
+            dilation_ratio,
+            ignore_index,
+        )
+        self.add_state(
+            "intersection", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
         self.add_state("union", torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        i, u = boundary_iou_stats(pred, target, self.num_classes, self.dilation_ratio, self.ignore_index)
+        i, u = boundary_iou_stats(
+            pred, target, self.num_classes, self.dilation_ratio, self.ignore_index
+        )
         self.intersection += i
         self.union += u
 
@@ -276,8 +286,14 @@ class TrimapIoU(Metric):
     ) -> None:
         super().__init__(**kw)
         if not widths or any(int(w) < 0 for w in widths):
-            raise ValueError(f"widths must be a non-empty list of non-negative ints, found {widths}")
-        self.num_classes, self.widths, self.ignore_index = num_classes, [int(w) for w in widths], ignore_index
+            raise ValueError(
+                f"widths must be a non-empty list of non-negative ints, found {widths}"
+            )
+        self.num_classes, self.widths, self.ignore_index = (
+            num_classes,
+            [int(w) for w in widths],
+            ignore_index,
+        )
         self.add_state(
             "confmat",
             torch.zeros(len(self.widths), num_classes, num_classes, dtype=torch.long),
@@ -285,7 +301,11 @@ class TrimapIoU(Metric):
         )
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        self.confmat += trimap_confusion(pred, target, self.num_classes, self.widths, self.ignore_index)
+        self.confmat += trimap_confusion(
+            pred, target, self.num_classes, self.widths, self.ignore_index
+        )
 
     def compute(self) -> dict[int, Tensor]:
-        return {w: per_class_iou(cm).nanmean() for w, cm in zip(self.widths, self.confmat, strict=True)}
+        return {
+            w: per_class_iou(cm).nanmean() for w, cm in zip(self.widths, self.confmat, strict=True)
+        }

@@ -79,9 +79,7 @@ def confusion_matrix(
             )
         bad = (pred < 0) | (pred >= num_classes)
         if bool(bad.any()):
-            raise ValueError(
-                f"pred holds class {int(pred[bad][0])} outside [0, {num_classes})"
-            )
+            raise ValueError(f"pred holds class {int(pred[bad][0])} outside [0, {num_classes})")
     flat = target * num_classes + pred
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(
         num_classes, num_classes

@@ -89,9 +89,7 @@ class UNet(nn.Module):
         self.depth = depth
         self.output_stride = output_stride
         self.stem = ConvBlock(in_channels, widths[0], norm)
-        self.down = nn.ModuleList(
-            ConvBlock(widths[s], widths[s + 1], norm) for s in range(depth)
-        )
+        self.down = nn.ModuleList(ConvBlock(widths[s], widths[s + 1], norm) for s in range(depth))
         # Decoder stage s goes from level s+1 to level s; stop at the output level.
         out_level = output_stride.bit_length() - 1
         self.up = nn.ModuleList(

@@ -30,7 +30,9 @@ def pair(h=8, w=12, label=1):
 def test_good_sample_becomes_normalised_tensors():
     image, mask = pair()
     mask[0, 0] = 255
-    ds = SegmentationDataset(ListSource([(image, mask)]), num_classes=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    ds = SegmentationDataset(
+        ListSource([(image, mask)]), num_classes=3, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
     out = ds[0]
     assert out["image"].shape == (3, 8, 12) and out["mask"].shape == (8, 12)
     assert out["image"][0, 0, 0].item() == pytest.approx((128 / 255 - 0.5) / 0.25, rel=1e-4)
@@ -42,7 +44,10 @@ def test_good_sample_becomes_normalised_tensors():
     [
         (lambda: (pair()[0], np.full((8, 12), 7, np.uint8)), r"list\[0\]: mask has labels \[7\]"),
         (lambda: (pair()[0], np.zeros((8, 11), np.uint8)), r"list\[0\]: image size"),
-        (lambda: (np.full((8, 12, 3), np.nan, np.float32), pair()[1]), r"list\[0\]: image contains NaN"),
+        (
+            lambda: (np.full((8, 12, 3), np.nan, np.float32), pair()[1]),
+            r"list\[0\]: image contains NaN",
+        ),
         (lambda: (np.zeros((8, 12), np.uint8), pair()[1]), r"list\[0\]: image must be \(H, W, 3\)"),
         (lambda: (pair()[0], np.zeros((8, 12), np.float32)), r"list\[0\]: mask dtype"),
     ],

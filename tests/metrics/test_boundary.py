@@ -192,5 +192,7 @@ def test_band_width_and_validation():
     with pytest.raises(ValueError, match="tolerance"):
         BFScore(3, tolerance=-1)
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
-        BoundaryIoU(3).update(torch.zeros(8, 8, dtype=torch.long), torch.zeros(8, 8, dtype=torch.long))
+        BoundaryIoU(3).update(
+            torch.zeros(8, 8, dtype=torch.long), torch.zeros(8, 8, dtype=torch.long)
+        )
     assert trimap_band(torch.zeros(1, 5, 5, dtype=torch.long), 2).sum() == 0

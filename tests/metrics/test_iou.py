@@ -103,7 +103,9 @@ def test_labels_outside_class_set_are_an_error():
     with pytest.raises(ValueError, match="outside the class set"):
         confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 7), 3)
     with pytest.raises(ValueError, match="same shape"):
-        confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 3)
+        confusion_matrix(
+            torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 3
+        )
     with pytest.raises(ValueError, match="integer"):
         confusion_matrix(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.long), 3)
 
