@@ -216,7 +216,7 @@ def bf_from_stats(stats: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class BoundaryIoU(Metric):
-    """Dataset-level semantic Boundary IoU (see module doc). ``compute`` -> dict(mean, per_class)."""
+    """Dataset-level semantic Boundary IoU (module doc); ``compute`` -> {mean, per_class}."""
 
     full_state_update = False
     higher_is_better = True
@@ -249,7 +249,7 @@ class BoundaryIoU(Metric):
 
 
 class BFScore(Metric):
-    """Dataset-level boundary F1 with a pixel ``tolerance``. ``compute`` -> dict(mean, per_class)."""
+    """Dataset-level boundary F1 with a pixel ``tolerance``; ``compute`` -> {mean, per_class}."""
 
     full_state_update = False
     higher_is_better = True
