@@ -1,4 +1,4 @@
-"""Lightning callbacks: prediction panels written during validation."""
+"""Lightning callbacks: prediction panels during validation, summary plots at the end."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import lightning as L
 import numpy as np
 import torch
 
-from cheeger.data.classes import colorize
-from cheeger.report import error_map, save_panel
+from cheeger.data.classes import CITYSCAPES_CLASSES, colorize
+from cheeger.report import error_map, plot_class_scores, plot_confusion, save_panel
+
+
+def wandb_loggers(trainer: L.Trainer) -> list:
+    """The trainer's W&B loggers (matched by name so wandb is imported only when used)."""
+    return [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
 
 
 class PredictionPanel(L.Callback):
@@ -19,8 +24,9 @@ class PredictionPanel(L.Callback):
     Columns: input | ground truth | prediction | errors (wrong pixels red). The
     same ``num_images`` images (evenly spaced over the val split) are shown
     every time so panels can be compared across epochs. Files go to
-    ``out_dir/epoch_XXX.png``; if a logger can ``log_image`` (W&B), the panel is
-    logged there too.
+    ``out_dir/epoch_XXX.png``. With a W&B logger the panel is logged as
+    ``val/panel`` and each image as ``val/overlay`` with W&B's interactive
+    prediction / ground-truth mask layers.
     """
 
     def __init__(self, out_dir: str, every_n_epochs: int = 1, num_images: int = 4) -> None:
@@ -44,16 +50,35 @@ class PredictionPanel(L.Callback):
                 "PredictionPanel needs a SegmentationDataModule; no panel written", stacklevel=1
             )
             return
-        path = self.render(
+        path, rows = self.render(
             pl_module, datamodule, self.out_dir / f"epoch_{trainer.current_epoch:03d}.png"
         )
         self.paths.append(path)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="val/panel", images=[str(path)], step=trainer.global_step)
+        for logger in wandb_loggers(trainer):
+            self._log_wandb(logger, path, rows, pl_module.class_names)
+
+    @staticmethod
+    def _log_wandb(logger, path: Path, rows: list[dict], class_names) -> None:
+        import wandb
+
+        labels = dict(enumerate(class_names))
+        overlays = [
+            wandb.Image(
+                row["input"],
+                masks={
+                    "prediction": {"mask_data": row["pred_ids"], "class_labels": labels},
+                    "ground_truth": {"mask_data": row["target_ids"], "class_labels": labels},
+                },
+            )
+            for row in rows
+        ]
+        logger.experiment.log({"val/panel": wandb.Image(str(path)), "val/overlay": overlays})
 
     @torch.no_grad()
-    def render(self, pl_module: L.LightningModule, datamodule, path: Path) -> Path:
+    def render(
+        self, pl_module: L.LightningModule, datamodule, path: Path
+    ) -> tuple[Path, list[dict]]:
+        """Write the panel; returns its path and the rows (with raw label ids)."""
         dataset = datamodule.dataset("val")
         count = min(self.num_images, len(dataset))
         indices = np.linspace(0, len(dataset) - 1, count).round().astype(int)
@@ -61,7 +86,7 @@ class PredictionPanel(L.Callback):
         std = np.asarray(dataset.std, dtype=np.float32)
         was_training = pl_module.training
         pl_module.eval()
-        rows = []
+        rows, shown = [], []
         try:
             for i in indices:
                 sample = dataset[int(i)]
@@ -70,14 +95,74 @@ class PredictionPanel(L.Callback):
                 pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
                 target = sample["mask"].numpy().astype(np.uint8)
                 rgb = sample["image"].numpy().transpose(1, 2, 0) * std + mean
-                rows.append(
-                    {
-                        "input": (rgb.clip(0, 1) * 255).astype(np.uint8),
-                        "ground truth": colorize(target),
-                        "prediction": colorize(pred),
-                        "errors": error_map(pred, target, dataset.ignore_index),
-                    }
-                )
+                row = {
+                    "input": (rgb.clip(0, 1) * 255).astype(np.uint8),
+                    "ground truth": colorize(target),
+                    "prediction": colorize(pred),
+                    "errors": error_map(pred, target, dataset.ignore_index),
+                }
+                shown.append(row)
+                rows.append({**row, "pred_ids": pred, "target_ids": target})
         finally:
             pl_module.train(was_training)
-        return save_panel(rows, path, title=path.stem.replace("_", " "))
+        return save_panel(shown, path, title=path.stem.replace("_", " ")), rows
+
+
+class SummaryPlots(L.Callback):
+    """Per-class score bars and the row-normalised confusion matrix, at the end.
+
+    Written after fitting (from the last validation) and after testing, as
+    ``out_dir/{val,test}_class_scores.png`` and ``..._confusion.png``; with a
+    W&B logger also as a per-class table and images.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.paths: list[Path] = []
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "test")
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        result = getattr(pl_module, "results", {}).get(stage)
+        if result is None or not trainer.is_global_zero:
+            return
+        names = pl_module.class_names
+        scores = {"IoU": result["iou"].tolist()}
+        if "boundary_iou_per_class" in result:
+            scores["Boundary IoU"] = result["boundary_iou_per_class"].tolist()
+        if "bf_per_class" in result:
+            scores["BF"] = result["bf_per_class"].tolist()
+        colors = None
+        if len(names) == len(CITYSCAPES_CLASSES):
+            colors = [c.color for c in CITYSCAPES_CLASSES]
+        bars = plot_class_scores(
+            names,
+            scores,
+            self.out_dir / f"{stage}_class_scores.png",
+            f"{stage}: mIoU {float(result['mIoU']):.3f}",
+            colors=colors,
+        )
+        confusion = plot_confusion(
+            names,
+            result["confmat"].numpy(),
+            self.out_dir / f"{stage}_confusion.png",
+            f"{stage} confusion (row-normalised)",
+        )
+        self.paths += [bars, confusion]
+        for logger in wandb_loggers(trainer):
+            import wandb
+
+            table = wandb.Table(columns=["class", *scores])
+            for i, name in enumerate(names):
+                table.add_data(name, *[float(v[i]) for v in scores.values()])
+            logger.experiment.log(
+                {
+                    f"{stage}/class_scores": table,
+                    f"{stage}/class_scores_plot": wandb.Image(str(bars)),
+                    f"{stage}/confusion": wandb.Image(str(confusion)),
+                }
+            )

@@ -177,6 +177,7 @@ class SegmentationModule(L.LightningModule):
             return
         # compute() syncs the confusion matrix across ranks: every rank logs the same value.
         result = {k: v.detach().cpu() for k, v in metric.compute().items()}
+        result["confmat"] = metric.confmat.detach().cpu().clone()
         metric.reset()
         self.results[stage] = result
         self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=stage == "val")

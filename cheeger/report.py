@@ -58,11 +58,7 @@ def save_panel(
 
     Every row must have the same keys, which become the column titles.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if not rows:
         raise ValueError("save_panel needs at least one row")
     columns = list(rows[0])
@@ -85,8 +81,114 @@ def save_panel(
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_class_scores(
+    class_names: Sequence[str],
+    scores: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+) -> Path:
+    """Horizontal grouped bar chart of per-class scores (e.g. IoU, BIoU); NaN classes dropped."""
+    plt = _pyplot()
+    keep = [
+        i
+        for i in range(len(class_names))
+        if any(not math.isnan(float(v[i])) for v in scores.values())
+    ]
+    names = [class_names[i] for i in keep]
+    fig, ax = plt.subplots(figsize=(7, 0.42 * max(len(keep), 1) * max(1, len(scores)) ** 0.5 + 1.2))
+    bar = 0.8 / max(len(scores), 1)
+    for j, (label, values) in enumerate(scores.items()):
+        ys = np.arange(len(keep)) + j * bar
+        xs = [0.0 if math.isnan(float(values[i])) else float(values[i]) for i in keep]
+        kwargs = {}
+        if colors is not None and j == 0:
+            kwargs["color"] = [np.asarray(colors[i]) / 255 for i in keep]
+        ax.barh(ys, xs, height=bar, label=label, edgecolor="black", linewidth=0.4, **kwargs)
+        for y, x in zip(ys, xs, strict=True):
+            ax.text(min(x + 0.01, 0.93), y, f"{x:.2f}", va="center", fontsize=7)
+    ax.set_yticks(np.arange(len(keep)) + bar * (len(scores) - 1) / 2)
+    ax.set_yticklabels(names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score")
+    ax.set_title(title)
+    if len(scores) > 1:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(
+    class_names: Sequence[str], confmat: np.ndarray, path: str | Path, title: str
+) -> Path:
+    """Row-normalised confusion matrix (rows: ground truth) over classes that occur."""
+    plt = _pyplot()
+    confmat = np.asarray(confmat, dtype=np.float64)
+    keep = np.flatnonzero(confmat.sum(0) + confmat.sum(1) > 0)
+    sub = confmat[np.ix_(keep, keep)]
+    norm = sub / np.maximum(sub.sum(1, keepdims=True), 1)
+    size = 0.45 * len(keep) + 2.5
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    labels = [class_names[i] for i in keep]
+    ax.set_xticks(range(len(keep)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(keep)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    for (r, c), v in np.ndenumerate(norm):
+        if v >= 0.01:
+            ax.text(
+                c,
+                r,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if v > 0.6 else "black",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_trimap_curve(
+    curves: Mapping[str, Mapping[int, float]], path: str | Path, title: str
+) -> Path:
+    """Trimap mIoU against band width, one line per run/head."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, curve in curves.items():
+        widths = sorted(curve)
+        ax.plot(widths, [curve[w] for w in widths], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("trimap width (px)")
+    ax.set_ylabel("mIoU inside the band")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
     return path
