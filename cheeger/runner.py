@@ -38,6 +38,9 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer from ``cfg.trainer`` with the callbacks and loggers of the run."""
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
+    if not loggers:
+        # Lightning refuses a LearningRateMonitor without a logger; it has nothing to write to.
+        callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

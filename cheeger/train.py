@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from cheeger.callbacks import wandb_loggers
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
 from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_resolved_config
@@ -32,6 +34,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule = instantiate(cfg.dataset)
     module = SegmentationModule.from_config(cfg)
     trainer = build_trainer(cfg)
+    setup_wandb(trainer, cfg)
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     if ckpt_path:
@@ -58,13 +61,35 @@ def _print_table(module: SegmentationModule, stage: str, title: str) -> None:
     print(results_table(module.class_names, module.results[stage], title), flush=True)
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b.c": value}, so W&B can filter on dotted keys."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def setup_wandb(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """W&B conventions: flat config, tags naming the head, best-value summaries."""
+    for logger in wandb_loggers(trainer):
+        run = logger.experiment
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved.pop("hydra", None)
+        run.config.update(flatten(resolved), allow_val_change=True)
+        head = str(cfg.head.get("_target_", "")).rsplit(".", 1)[-1]
+        run.tags = tuple(dict.fromkeys([*(run.tags or ()), head, cfg.dataset.get("name", "")]))
+        for name in ("val/mIoU", "val/boundary_iou", "val/bf"):
+            run.define_metric(name, summary="max")
+
+
 def _finish_wandb(trainer: L.Trainer) -> None:
     # Hydra multirun jobs share one process: close each W&B run or the next job reuses it.
-    for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
-            import wandb
+    if wandb_loggers(trainer):
+        import wandb
 
-            wandb.finish()
+        wandb.finish()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,9 +94,9 @@ def test_overfit_one_batch_reaches_high_pixel_accuracy(compose_train):
     cfg = compose_train(
         "debug=overfit",
         "trainer.max_epochs=120",
-        "logger=null",
+        "~logger",
         "callbacks.model_checkpoint=null",
-        "trainer.enable_checkpointing=false",
+        "+trainer.enable_checkpointing=false",
         "optimizer.lr=0.01",
         "scheduler=constant",
     )
@@ -103,16 +104,43 @@ def test_overfit_one_batch_reaches_high_pixel_accuracy(compose_train):
     assert metrics["train/pixel_acc"] > 0.95
 
 
-def test_fast_dev_run_with_wandb_offline(compose_train, tmp_path, monkeypatch):
+def test_wandb_offline_receives_metrics_and_images(compose_train, tmp_path, monkeypatch):
+    # fast_dev_run replaces every logger by a dummy, so this is a one-batch real run.
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = compose_train("debug=fast_dev_run", "logger=wandb")
-    _, metrics = train(cfg)
-    assert "train/loss_step" in metrics or "train/loss" in metrics
-    assert list((tmp_path / "run").rglob("*.wandb")), "W&B wrote no offline run file"
+    cfg = compose_train(
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "callbacks.panel.every_n_epochs=1",
+    )
+    train(cfg)
+    runs = list((tmp_path / "run").rglob("offline-run-*"))
+    assert len(runs) == 1, "expected one offline W&B run under the run directory"
+    # wandb's record log is protobuf, which stores keys as plain UTF-8 bytes.
+    records = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (
+        "val/mIoU",
+        "val/boundary_iou",
+        "val/trimap_iou@4",
+        "test/mIoU",
+        "train/loss_epoch",
+    ):
+        assert key.encode() in records, f"{key} was not logged to W&B"
+    assert b"head._target_" in records  # config logged flat, with dotted keys
+    media = runs[0] / "files" / "media" / "images"
+    logged = {
+        str(p.parent.relative_to(media) / p.name.rsplit("_", 2)[0]) for p in media.rglob("*.png")
+    }
+    assert {"val/panel", "val/confusion", "test/confusion", "val/class_scores_plot"} <= logged
+    assert any(p.name.startswith("overlay") for p in media.rglob("*.png")) or any(
+        (media / "val").glob("overlay*")
+    ), logged
 
 
 def test_command_line_entry_point(tmp_path):
