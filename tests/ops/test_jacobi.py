@@ -10,40 +10,7 @@ import pytest
 import torch
 
 from cheeger.ops.jacobi import _round_robin_layouts, jacobi_eigh
-
-
-def random_symmetric(batch: int, n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, n, n, generator=g, dtype=torch.float64)
-    return (0.5 * (x + x.transpose(-1, -2))).to(dtype)
-
-
-def with_spectrum(values, seed: int) -> torch.Tensor:
-    """Q diag(values) Qᵀ for a random orthogonal Q (float64, exactly repeated values)."""
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.standard_normal((len(values), len(values))))
-    a = q @ np.diag(values) @ q.T
-    return torch.from_numpy(0.5 * (a + a.T))
-
-
-def component_laplacian(sizes, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense L = D - W of complete components with random weights, nodes shuffled.
-
-    Returns L and each node's component label. Shuffled because a block-diagonal L lets
-    LAPACK return eigenvectors supported on single components, which hides couplings.
-    """
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
-    same = labels[:, None] == labels[None, :]
-    upper = np.triu(rng.uniform(0.5, 1.5, same.shape) * same, 1)
-    w = upper + upper.T
-    return np.diag(w.sum(1)) - w, labels
-
-
-def indicator_basis(labels: np.ndarray) -> np.ndarray:
-    """Orthonormal basis of the Laplacian null space: normalised component indicators."""
-    onehot = (labels[:, None] == np.arange(labels.max() + 1)[None, :]).astype(float)
-    return onehot / np.sqrt(onehot.sum(0))
+from tests.ops.spectra import component_laplacian, indicator_basis, random_symmetric, with_spectrum
 
 
 def cluster_projectors(values: np.ndarray, vectors: np.ndarray, gap: float = 1e-6):
@@ -90,7 +57,7 @@ def test_n128_batch_is_accurate():
 
 def test_repeated_eigenvalues_give_the_eigenspace_projectors():
     spectrum = [-1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 3.0]
-    a = with_spectrum(spectrum, seed=0).unsqueeze(0)
+    a = with_spectrum(spectrum, seed=0)[0].unsqueeze(0)
     values, vectors = jacobi_eigh(a)
     np.testing.assert_allclose(values[0].numpy(), np.sort(spectrum), atol=1e-12, rtol=0)
     assert_same_eigensystem(a, values, vectors, value_tol=1e-12, projector_tol=1e-10)
