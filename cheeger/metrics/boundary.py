@@ -61,28 +61,52 @@ def boundary_width(height: int, width: int, dilation_ratio: float) -> int:
     return max(1, int(round(dilation_ratio * math.hypot(height, width))))
 
 
+def _window_max(x: Tensor, d: int, pad_value: float) -> Tensor:
+    """Max over the (2d+1)^2 window of (B, H, W) ``x``, outside the image = ``pad_value``.
+
+    Separable (a row pass then a column pass): O(d) per pixel, not O(d^2).
+    """
+    if d == 0:
+        return x
+    y = F.pad(x.unsqueeze(1), (d, d, d, d), value=pad_value)
+    y = F.max_pool2d(y, kernel_size=(1, 2 * d + 1), stride=1)
+    y = F.max_pool2d(y, kernel_size=(2 * d + 1, 1), stride=1)
+    return y.squeeze(1)
+
+
 def erode(masks: Tensor, d: int) -> Tensor:
-    """Binary erosion of (..., H, W) bool masks by a (2d+1)^2 square, zero outside the image.
+    """Binary erosion of (B, H, W) bool masks by a (2d+1)^2 square, zero outside the image.
 
     Equal to d erosions by a 3x3 square on the zero-padded mask.
     """
-    shape = masks.shape
-    x = (~masks).reshape(-1, 1, *shape[-2:]).float()
-    # Outside the image counts as background: pad the complement with ones.
-    x = F.pad(x, (d, d, d, d), value=1.0)
-    hit = F.max_pool2d(x, kernel_size=2 * d + 1, stride=1)
-    return (hit == 0).reshape(shape)
+    return ~(_window_max((~masks).float(), d, 1.0) > 0)
 
 
 def inner_band(masks: Tensor, d: int) -> Tensor:
-    """``M - erode(M, d)`` for (..., H, W) bool masks."""
+    """``M - erode(M, d)`` for (B, H, W) bool masks."""
     return masks & ~erode(masks, d)
 
 
-def _one_hot(labels: Tensor, num_classes: int) -> Tensor:
-    """(B, H, W) labels -> (B, C, H, W) bool; ids outside [0, C) give all-False."""
-    classes = torch.arange(num_classes, device=labels.device).view(1, -1, 1, 1)
-    return labels.unsqueeze(1) == classes
+def label_band(labels: Tensor, d: int) -> Tensor:
+    """(B, H, W) bool: pixels in the inner band of width d of their own label's mask.
+
+    A pixel of label c lies in ``inner_band(labels == c, d)`` exactly when its
+    (2d+1)^2 window is not uniformly c (a different label, or outside the
+    image). Checked with one window max and one window min, whatever the
+    number of classes.
+    """
+    x = labels.float()
+    outside = -1.0  # never a label: class ids are >= 0 and the ignore id is 255
+    hi = _window_max(x, d, outside)
+    lo = -_window_max(-x, d, -outside)
+    return hi != lo
+
+
+def _class_counts(labels: Tensor, where: Tensor, num_classes: int) -> Tensor:
+    """(C,) int64 counts of ``labels[where]`` per class id (ids outside [0, C) dropped)."""
+    values = labels[where].long()
+    values = values[(values >= 0) & (values < num_classes)]
+    return torch.bincount(values, minlength=num_classes)
 
 
 def boundary_iou_stats(
@@ -102,36 +126,37 @@ def boundary_iou_stats(
     """
     _check_labels(pred, target)
     d = boundary_width(target.shape[-2], target.shape[-1], dilation_ratio)
-    valid = (target != ignore_index).unsqueeze(1)
-    g = inner_band(_one_hot(target, num_classes), d) & valid
-    p = inner_band(_one_hot(pred, num_classes), d) & valid
-    inter = (g & p).sum(dim=(0, 2, 3))
-    union = (g | p).sum(dim=(0, 2, 3))
-    return inter, union
+    valid = target != ignore_index
+    g = label_band(target, d) & valid  # pixel is in the band of class target[pixel]
+    p = label_band(pred, d) & valid  # ... of class pred[pixel]
+    g_count = _class_counts(target, g, num_classes)
+    p_count = _class_counts(pred, p, num_classes)
+    inter = _class_counts(target, g & p & (pred == target), num_classes)
+    return inter, g_count + p_count - inter
 
 
-def _disk(radius: float, device: torch.device) -> Tensor:
+def _disk_offsets(radius: float) -> list[tuple[int, int]]:
     r = int(math.floor(radius))
-    yy, xx = torch.meshgrid(
-        torch.arange(-r, r + 1, device=device),
-        torch.arange(-r, r + 1, device=device),
-        indexing="ij",
-    )
-    return ((yy**2 + xx**2) <= radius**2).float()
+    return [
+        (dy, dx)
+        for dy in range(-r, r + 1)
+        for dx in range(-r, r + 1)
+        if dy * dy + dx * dx <= radius * radius
+    ]
 
 
-def dilate_disk(masks: Tensor, radius: float) -> Tensor:
-    """Binary dilation of (..., H, W) bool masks by a Euclidean disk of ``radius`` pixels."""
-    if radius < 0:
-        raise ValueError(f"tolerance must be >= 0, found {radius}")
-    if radius < 1:
-        return masks
-    shape = masks.shape
-    kernel = _disk(radius, masks.device)
-    r = kernel.shape[-1] // 2
-    x = masks.reshape(-1, 1, *shape[-2:]).float()
-    hit = F.conv2d(x, kernel.view(1, 1, *kernel.shape), padding=r)
-    return (hit > 0.5).reshape(shape)
+def _near_same_label(query: Tensor, reference: Tensor, radius: float) -> Tensor:
+    """(B, H, W) bool: query[x] >= 0 and some reference[y] == query[x] with |x - y| <= radius.
+
+    Both maps hold a class id at marked pixels and -1 elsewhere.
+    """
+    r = int(math.floor(radius))
+    h, w = query.shape[-2:]
+    padded = F.pad(reference, (r, r, r, r), value=-1)
+    hit = torch.zeros_like(query, dtype=torch.bool)
+    for dy, dx in _disk_offsets(radius):
+        hit |= padded[:, r + dy : r + dy + h, r + dx : r + dx + w] == query
+    return hit & (query >= 0)
 
 
 def bf_stats(
@@ -145,35 +170,42 @@ def bf_stats(
     [predicted boundary hits, predicted boundary total, GT boundary hits, GT boundary total].
     """
     _check_labels(pred, target)
-    valid = (target != ignore_index).unsqueeze(1)
-    g = inner_band(_one_hot(target, num_classes), 1) & valid
-    p = inner_band(_one_hot(pred, num_classes), 1) & valid
-    p_hits = (p & dilate_disk(g, tolerance)).sum(dim=(0, 2, 3))
-    g_hits = (g & dilate_disk(p, tolerance)).sum(dim=(0, 2, 3))
-    return torch.stack([p_hits, p.sum(dim=(0, 2, 3)), g_hits, g.sum(dim=(0, 2, 3))])
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, found {tolerance}")
+    valid = target != ignore_index
+    g = label_band(target, 1) & valid
+    p = label_band(pred, 1) & valid
+    g_lab = torch.where(g, target.long(), torch.full_like(target.long(), -1))
+    p_lab = torch.where(p, pred.long(), torch.full_like(pred.long(), -1))
+    p_hits = _near_same_label(p_lab, g_lab, tolerance)
+    g_hits = _near_same_label(g_lab, p_lab, tolerance)
+    return torch.stack(
+        [
+            _class_counts(pred, p_hits, num_classes),
+            _class_counts(pred, p, num_classes),
+            _class_counts(target, g_hits, num_classes),
+            _class_counts(target, g, num_classes),
+        ]
+    )
 
 
 def label_edges(target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """(B, H, W) -> bool: valid pixels with a different valid label in their 3x3 neighbourhood."""
-    t = target.long().unsqueeze(1)
-    big = torch.iinfo(torch.long).max
-    valid = t != ignore_index
-    hi = torch.where(valid, t, torch.full_like(t, -1))
-    lo = torch.where(valid, t, torch.full_like(t, big))
-    # Max / min label over the neighbourhood (ignored pixels neutral, image border neutral).
-    nmax = F.max_pool2d(F.pad(hi.float(), (1, 1, 1, 1), value=-1.0), 3, stride=1)
-    nmin = -F.max_pool2d(F.pad(-lo.float(), (1, 1, 1, 1), value=-float(big)), 3, stride=1)
-    edge = (nmax > t.float()) | (nmin < t.float())
-    return (edge & valid).squeeze(1)
+    t = target.float()
+    valid = target != ignore_index
+    # Ignored pixels and the outside of the image must not count as "different".
+    hi = _window_max(torch.where(valid, t, torch.full_like(t, -1.0)), 1, -1.0)
+    big = float(ignore_index) + 1.0
+    lo = -_window_max(-torch.where(valid, t, torch.full_like(t, big)), 1, -big)
+    return ((hi > t) | (lo < t)) & valid
 
 
 def trimap_band(target: Tensor, width: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """(B, H, W) bool: pixels within chessboard distance ``width`` of a GT label edge."""
     if width < 0:
         raise ValueError(f"trimap width must be >= 0, found {width}")
-    edges = label_edges(target, ignore_index).unsqueeze(1).float()
-    band = F.max_pool2d(edges, 2 * width + 1, stride=1, padding=width) if width else edges
-    return band.squeeze(1) > 0
+    edges = label_edges(target, ignore_index).float()
+    return _window_max(edges, width, 0.0) > 0
 
 
 def trimap_confusion(
@@ -185,9 +217,12 @@ def trimap_confusion(
 ) -> Tensor:
     """(len(widths), C, C) confusion matrices restricted to each trimap band."""
     _check_labels(pred, target)
+    edges = label_edges(target, ignore_index).float()
     out = []
     for w in widths:
-        band = trimap_band(target, int(w), ignore_index)
+        if int(w) < 0:
+            raise ValueError(f"trimap width must be >= 0, found {w}")
+        band = _window_max(edges, int(w), 0.0) > 0
         masked = torch.where(band, target.long(), torch.full_like(target.long(), ignore_index))
         out.append(confusion_matrix(pred, masked, num_classes, ignore_index))
     return torch.stack(out)
