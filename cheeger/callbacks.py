@@ -10,7 +10,14 @@ import numpy as np
 import torch
 
 from cheeger.data.classes import CITYSCAPES_CLASSES, colorize
-from cheeger.report import error_map, plot_class_scores, plot_confusion, save_panel
+from cheeger.report import (
+    error_map,
+    heat_map,
+    plot_class_scores,
+    plot_confusion,
+    plot_response,
+    save_panel,
+)
 
 
 def wandb_loggers(trainer: L.Trainer) -> list:
@@ -24,12 +31,25 @@ class PredictionPanel(L.Callback):
     Columns: input | ground truth | prediction | errors (wrong pixels red). The
     same ``num_images`` images (evenly spaced over the val split) are shown
     every time so panels can be compared across epochs. Files go to
-    ``out_dir/epoch_XXX.png``. With a W&B logger the panel is logged as
-    ``val/panel`` and each image as ``val/overlay`` with W&B's interactive
-    prediction / ground-truth mask layers.
+    ``out_dir/epoch_XXX.png``.
+
+    Spectral heads: when the head's auxiliaries hold ``eigenvectors``
+    (B, k, h, w), the first ``num_eigenvectors`` are added as heat-map columns
+    (blue negative, red positive, scaled per map); when they also hold
+    ``eigenvalues`` and ``response`` (B, k), the spectral response h(λ) of the
+    shown images is plotted to ``out_dir/response_epoch_XXX.png``.
+
+    With a W&B logger the panel is logged as ``val/panel`` and each image as
+    ``val/overlay`` with W&B's interactive prediction / ground-truth mask layers.
     """
 
-    def __init__(self, out_dir: str, every_n_epochs: int = 1, num_images: int = 4) -> None:
+    def __init__(
+        self,
+        out_dir: str,
+        every_n_epochs: int = 1,
+        num_images: int = 4,
+        num_eigenvectors: int = 3,
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"callbacks.panel.every_n_epochs must be >= 1, found {every_n_epochs}")
         if num_images < 1:
@@ -37,6 +57,7 @@ class PredictionPanel(L.Callback):
         self.out_dir = Path(out_dir)
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
+        self.num_eigenvectors = num_eigenvectors
         self.paths: list[Path] = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -86,12 +107,12 @@ class PredictionPanel(L.Callback):
         std = np.asarray(dataset.std, dtype=np.float32)
         was_training = pl_module.training
         pl_module.eval()
-        rows, shown = [], []
+        rows, shown, spectra = [], [], []
         try:
             for i in indices:
                 sample = dataset[int(i)]
                 image = sample["image"].unsqueeze(0).to(pl_module.device)
-                logits, _ = pl_module(image)
+                logits, aux = pl_module(image)
                 pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
                 target = sample["mask"].numpy().astype(np.uint8)
                 rgb = sample["image"].numpy().transpose(1, 2, 0) * std + mean
@@ -101,11 +122,32 @@ class PredictionPanel(L.Callback):
                     "prediction": colorize(pred),
                     "errors": error_map(pred, target, dataset.ignore_index),
                 }
+                row.update(self._eigenvector_columns(aux, target.shape))
+                if "eigenvalues" in aux and "response" in aux:
+                    spectra.append(
+                        (aux["eigenvalues"][0].float().cpu(), aux["response"][0].float().cpu())
+                    )
                 shown.append(row)
                 rows.append({**row, "pred_ids": pred, "target_ids": target})
         finally:
             pl_module.train(was_training)
+        if spectra:
+            response_path = path.with_name(f"response_{path.name}")
+            curves = {f"val image {int(i)}": s for i, s in zip(indices, spectra, strict=False)}
+            self.paths.append(plot_response(curves, response_path, "spectral response h(λ)"))
         return save_panel(shown, path, title=path.stem.replace("_", " ")), rows
+
+    def _eigenvector_columns(self, aux: dict, size: tuple[int, int]) -> dict[str, np.ndarray]:
+        vectors = aux.get("eigenvectors")
+        if vectors is None or self.num_eigenvectors < 1:
+            return {}
+        if vectors.dim() != 4:
+            raise ValueError(
+                f"head aux 'eigenvectors' must be (B, k, h, w); found {tuple(vectors.shape)}"
+            )
+        maps = vectors[0, : self.num_eigenvectors].float()
+        maps = torch.nn.functional.interpolate(maps[None], size=size, mode="nearest")[0]
+        return {f"eigenvector {j + 1}": heat_map(m.cpu().numpy()) for j, m in enumerate(maps)}
 
 
 class SummaryPlots(L.Callback):

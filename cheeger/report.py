@@ -192,3 +192,29 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)
     return path
+
+
+def heat_map(values: np.ndarray) -> np.ndarray:
+    """(H, W) real map -> RGB uint8 with a diverging colour map symmetric around 0."""
+    plt = _pyplot()
+    scale = float(np.abs(values).max()) or 1.0
+    rgba = plt.get_cmap("RdBu_r")((values / scale + 1.0) / 2.0)
+    return (rgba[..., :3] * 255).astype(np.uint8)
+
+
+def plot_response(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str
+) -> Path:
+    """h(λ) against λ, one line per image: curves[label] = (eigenvalues, responses)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, (lam, h) in curves.items():
+        order = np.argsort(np.asarray(lam, dtype=np.float64))
+        ax.plot(np.asarray(lam)[order], np.asarray(h)[order], marker="o", markersize=3, label=label)
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("h(λ)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
