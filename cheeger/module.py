@@ -9,6 +9,7 @@ per stage) whose confusion-matrix states are summed across processes, so
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,8 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.iou import SegmentationIoU
+
+log = logging.getLogger("cheeger")
 
 STAGES = ("train", "val", "test")
 # Config groups a checkpoint must carry to rebuild its module without the run's files.
@@ -126,6 +130,24 @@ class SegmentationModule(L.LightningModule):
             "class_names": module.class_names,
         }
         return module
+
+    def setup(self, stage: str) -> None:
+        # Class weights derived from the data are computed once, before the first
+        # step; a resumed run restores them from the checkpoint afterwards.
+        if stage != "fit" or not getattr(self.loss_fn, "needs_dataset_weights", False):
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "dataset"):
+            raise ValueError(
+                "loss.class_weights=median_frequency needs a SegmentationDataModule "
+                "to count classes"
+            )
+        counts = class_pixel_counts(
+            datamodule.dataset("train"), self.num_classes, ignore_index=self.ignore_index
+        )
+        weights = median_frequency_weights(counts)
+        self.loss_fn.set_class_weights(weights)
+        log.info("median-frequency class weights: %s", [round(w, 3) for w in weights.tolist()])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model_config is not None:

@@ -63,7 +63,11 @@ def test_train_resume_and_eval(tmp_path):
     value, metrics = train(cfg)
     assert value == metrics["val/mIoU"] and 0.0 <= value <= 1.0
     last = run1 / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 2
+    state = torch.load(last, weights_only=False)
+    assert state["global_step"] == 2
+    # median-frequency weights (the default) were computed from the data and stored
+    weights = state["state_dict"]["loss_fn.weight"]
+    assert weights.shape == (19,) and weights.max() > 1.0 > weights.min()
     assert (run1 / "metrics.csv").read_text().count("val/mIoU") == 1
     assert (run1 / "config.yaml").is_file() and (run1 / "panels" / "epoch_000.png").is_file()
 

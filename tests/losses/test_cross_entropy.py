@@ -32,3 +32,14 @@ def test_bad_configuration():
         CrossEntropy(num_classes=3, class_weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="expected num_classes=3"):
         CrossEntropy(num_classes=3)(torch.randn(1, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_median_frequency_weights_are_installed_and_checkpointed():
+    loss = CrossEntropy(num_classes=3, class_weights="median_frequency")
+    assert loss.needs_dataset_weights and torch.equal(loss.weight, torch.ones(3))
+    loss.set_class_weights(torch.tensor([0.5, 1.0, 2.0]))
+    restored = CrossEntropy(num_classes=3, class_weights="median_frequency")
+    restored.load_state_dict(loss.state_dict())
+    assert torch.equal(restored.weight, torch.tensor([0.5, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="median_frequency"):
+        CrossEntropy(num_classes=3, class_weights="inverse")
