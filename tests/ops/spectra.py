@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cheeger.ops.graph import NeighborGraph
+
 
 def random_symmetric(batch: int, n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -42,3 +44,18 @@ def indicator_basis(labels: np.ndarray) -> np.ndarray:
     """Orthonormal basis of the Laplacian null space: normalised component indicators."""
     onehot = (labels[:, None] == np.arange(labels.max() + 1)[None, :]).astype(float)
     return onehot / np.sqrt(onehot.sum(0))
+
+
+def graph_from_dense(dense: np.ndarray, extra: int = 1) -> NeighborGraph:
+    """Neighbour lists of a dense symmetric (B, N, N), with ``extra`` self-pointing
+    zero-weight padding slots per row beyond the largest degree."""
+    batch, n, _ = dense.shape
+    slots = max(1, int((dense > 0).sum(-1).max()) + extra)
+    index = np.tile(np.arange(n)[None, :, None], (batch, 1, slots))
+    weight = np.zeros((batch, n, slots))
+    for b in range(batch):
+        for i in range(n):
+            cols = np.flatnonzero(dense[b, i])
+            index[b, i, : cols.size] = cols
+            weight[b, i, : cols.size] = dense[b, i, cols]
+    return NeighborGraph(torch.from_numpy(index), torch.from_numpy(weight))
