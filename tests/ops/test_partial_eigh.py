@@ -27,6 +27,7 @@ from cheeger.ops.partial_eigh import (
     PartialEighNotConverged,
     partial_eigh,
 )
+from tests.ops.spectra import graph_from_dense
 
 F64 = torch.float64
 
@@ -54,20 +55,6 @@ def point_graph(n: int, seed: int, dtype=F64, batch: int = 1, dim: int = 8, k: i
     points = torch.randn(batch, n, dim, generator=g, dtype=F64)
     graph = knn_graph(points, k, sigma=dim**0.5)
     return NeighborGraph(graph.index, graph.weight.to(dtype))
-
-
-def graph_from_dense(dense: np.ndarray, dtype=F64) -> NeighborGraph:
-    """Neighbour lists of a symmetric (B, N, N) adjacency, padded with self slots."""
-    batch, n, _ = dense.shape
-    slots = max(1, int((dense > 0).sum(-1).max()))
-    index = np.tile(np.arange(n)[None, :, None], (batch, 1, slots))
-    weight = np.zeros((batch, n, slots))
-    for b in range(batch):
-        for i in range(n):
-            cols = np.flatnonzero(dense[b, i])
-            index[b, i, : cols.size] = cols
-            weight[b, i, : cols.size] = dense[b, i, cols]
-    return NeighborGraph(torch.from_numpy(index), torch.from_numpy(weight).to(dtype))
 
 
 def components_dense(rng: np.random.Generator, sizes: list[int]) -> np.ndarray:
@@ -174,7 +161,7 @@ def test_disconnected_graph_every_zero_mode(kind, num_components):
     rng = np.random.default_rng(num_components)
     sizes = list(rng.integers(15, 40, num_components))
     dense = components_dense(rng, sizes)[None]
-    graph = graph_from_dense(dense)
+    graph = graph_from_dense(dense, extra=0)
     k = num_components  # the trap: every returned eigenvalue is 0
     result = partial_eigh(graph, k, kind, tol=1e-10)
     values = result.eigenvalues[0].numpy()
@@ -196,7 +183,7 @@ def test_disconnected_graph_every_zero_mode(kind, num_components):
 def test_planted_degenerate_spectrum_of_a_cycle():
     """C_n: 0 once, then pairs; k = 5 ends on a complete pair, k = 4 splits one."""
     n = 60
-    graph = graph_from_dense(cycle_dense(n)[None])
+    graph = graph_from_dense(cycle_dense(n)[None], extra=0)
     exact = np.sort(2.0 - 2.0 * np.cos(2.0 * np.pi * np.arange(n) / n))
     dense_vectors = np.linalg.eigh(laplacian_to_dense(graph, "unnormalized")[0].numpy())[1]
     result = partial_eigh(graph, 5, "unnormalized", tol=1e-11)
@@ -374,7 +361,7 @@ def test_gradcheck_through_symmetric_edge_weights():
     both of its slots, so this checks the symmetric-storage chain rule end to end."""
     rng = np.random.default_rng(17)
     dense = components_dense(rng, [24])[None]
-    graph = graph_from_dense(dense)
+    graph = graph_from_dense(dense, extra=0)
     rows, cols = np.nonzero(np.triu(dense[0]))
     edge_of_slot = torch.full(graph.index.shape, -1, dtype=torch.int64)
     for e, (i, j) in enumerate(zip(rows, cols, strict=True)):
@@ -412,7 +399,9 @@ def test_gradients_finite_on_disconnected_graphs(num_components):
     (9 components, k = 5). Lorentzian keeps both finite; inside the block the loss is a
     function of the zero eigenspace only, and the gradient matches the dense one."""
     rng = np.random.default_rng(num_components)
-    graph = graph_from_dense(components_dense(rng, list(rng.integers(8, 20, num_components)))[None])
+    graph = graph_from_dense(
+        components_dense(rng, list(rng.integers(8, 20, num_components)))[None], extra=0
+    )
     k = 5
     n = graph.num_nodes
     g = torch.Generator().manual_seed(3)
@@ -463,7 +452,7 @@ def test_fuzz_components_eigenvalues_and_finite_gradients(sizes, k, kind, seed):
     dense = components_dense(rng, sizes)[None]
     n = dense.shape[-1]
     k = min(k, n - 1)
-    graph = graph_from_dense(dense)
+    graph = graph_from_dense(dense, extra=0)
     weight = graph.weight.clone().requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # CG cap when zeros overflow the block
