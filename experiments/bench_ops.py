@@ -28,17 +28,16 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import scipy
 import scipy.sparse
 import torch
+from timing import median_seconds, pin_blas_threads
 
 from cheeger.ops.graph import NeighborGraph, adjacency_matvec, to_scipy
 from cheeger.ops.grid import grid_graph
@@ -49,16 +48,6 @@ CHANNELS, K_NN, COLUMNS, K_EIG = 64, 16, 16, 16
 CAP = 32  # max_degree of the capped union graphs (2k)
 SIGMA = 8.0  # 2 sigma^2 = 128 = E|x - y|^2 of two standard normal 64-d points
 OUT = Path(__file__).resolve().parent / "results" / "bench_ops.md"
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocator, thread pool, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def clustered_features(rng: np.random.Generator, n: int, clusters: int = 16) -> np.ndarray:
@@ -325,16 +314,6 @@ def _oversubscription_warning(load: float) -> list[str]:
     ]
 
 
-def _pin_blas_threads(threads: int) -> None:
-    """Give numpy/scipy's BLAS the thread count torch gets: it reads the variables only
-    when loaded, so the script re-executes itself once with them set."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    if all(os.environ.get(name) == str(threads) for name in names):
-        return
-    environment = dict(os.environ, **{name: str(threads) for name in names})
-    os.execve(sys.executable, [sys.executable, *sys.argv], environment)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
@@ -347,7 +326,7 @@ def main() -> None:
         "--append", action="store_true", help="add this run's table to --output, keep the rest"
     )
     args = parser.parse_args()
-    _pin_blas_threads(args.threads)
+    pin_blas_threads(args.threads)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -42,13 +42,13 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import scipy
 import scipy.sparse.linalg
 import torch
+from timing import pin_blas_threads, timed
 
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.grid import grid_graph
@@ -59,17 +59,6 @@ from cheeger.ops.partial_eigh import partial_eigh
 CHANNELS, K_NN, K_EIG, CAP, SIGMA = 64, 16, 16, 32, 8.0
 GRID = (128, 256)
 OUT = Path(__file__).resolve().parent / "results" / "bench_partial_eigh.md"
-
-
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Median seconds over ``repeats`` calls after one warm-up call, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 # --------------------------------------------------------------------------- graphs
@@ -337,15 +326,6 @@ def bench_headline(repeats: int, table: Table) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def _pin_blas_threads(threads: int) -> None:
-    """numpy/scipy's BLAS reads its thread count when loaded: re-exec once with it set."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    if all(os.environ.get(name) == str(threads) for name in names):
-        return
-    environment = dict(os.environ, **{name: str(threads) for name in names})
-    os.execve(sys.executable, [sys.executable, *sys.argv], environment)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N <= 16,384, fewer repeats")
@@ -354,7 +334,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    _pin_blas_threads(args.threads)
+    pin_blas_threads(args.threads)
     torch.set_num_threads(args.threads)
     sizes = args.sizes or ([4096, 16384] if args.quick else [4096, 16384, 32768, 65536])
     repeats = args.repeats or (2 if args.quick else 3)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ import scipy
 import scipy.linalg
 import scipy.sparse.linalg
 import torch
+from timing import median_seconds
 
 from cheeger.ops.nystrom import nystrom_fit, subspace_distance
 
@@ -127,15 +127,6 @@ def exact_reference(x: np.ndarray, sigma: float) -> dict:
 # --------------------------------------------------------------------------- measurements
 
 
-def median_time(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def sign_invariant_loss(vectors: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     weights = torch.linspace(0.5, 1.5, vectors.shape[-1], dtype=vectors.dtype)
     return (vectors.square() * weights).square().sum() + values.sum()
@@ -165,7 +156,10 @@ def cheeger_row(
         result = nystrom_fit(leaf, m, K, sigma=bandwidth, landmarks=landmarks)
         sign_invariant_loss(result.eigenvectors, result.eigenvalues).backward()
 
-    row = {"fit_s": median_time(fit, repeats), "fit_bwd_s": median_time(fit_backward, repeats)}
+    row = {
+        "fit_s": median_seconds(fit, repeats, warmup=False),
+        "fit_bwd_s": median_seconds(fit_backward, repeats, warmup=False),
+    }
     if ref is not None:
         values, exact = ref["values"], ref["vectors"]
         result32 = fit()
@@ -191,7 +185,10 @@ def ncut_row(ncut_class, x: np.ndarray, sigma: float, ref, repeats: int) -> dict
         vectors = model.fit_transform(leaf)
         sign_invariant_loss(vectors, model.eigval).backward()
 
-    row = {"fit_s": median_time(fit, repeats), "fit_bwd_s": median_time(fit_backward, repeats)}
+    row = {
+        "fit_s": median_seconds(fit, repeats, warmup=False),
+        "fit_bwd_s": median_seconds(fit_backward, repeats, warmup=False),
+    }
     if ref is not None:
         values, exact = ref["values"], ref["vectors"]
         model = ncut_class(n_eig=K, sigma=sigma, device="cpu")
