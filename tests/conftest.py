@@ -29,6 +29,16 @@ TINY = [
     "callbacks.progress_bar=null",
 ]
 
+# Overrides of the overfit-one-batch tests: no logs or checkpoints, constant high LR.
+OVERFIT = [
+    "debug=overfit",
+    "~logger",
+    "callbacks.model_checkpoint=null",
+    "+trainer.enable_checkpointing=false",
+    "optimizer.lr=0.01",
+    "scheduler=constant",
+]
+
 
 def compose(config_name: str, overrides: list[str], output_dir: Path):
     """Compose a config as ``python -m cheeger.<task>`` would, with Hydra's runtime set."""

@@ -17,7 +17,7 @@ from cheeger.eval import evaluate
 from cheeger.module import SegmentationModule
 from cheeger.runner import instantiate_group
 from cheeger.train import train
-from tests.conftest import CONF, ROOT, TINY, compose
+from tests.conftest import CONF, OVERFIT, ROOT, TINY, compose
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 
@@ -94,15 +94,7 @@ def test_train_resume_and_eval(tmp_path):
 
 
 def test_overfit_one_batch_reaches_high_pixel_accuracy(compose_train):
-    cfg = compose_train(
-        "debug=overfit",
-        "trainer.max_epochs=120",
-        "~logger",
-        "callbacks.model_checkpoint=null",
-        "+trainer.enable_checkpointing=false",
-        "optimizer.lr=0.01",
-        "scheduler=constant",
-    )
+    cfg = compose_train(*OVERFIT, "trainer.max_epochs=120")
     _, metrics = train(cfg)
     assert metrics["train/pixel_acc"] > 0.95
 
