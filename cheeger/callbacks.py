@@ -1,7 +1,10 @@
-"""Lightning callbacks: prediction panels during validation, summary plots at the end."""
+"""Lightning callbacks: prediction panels during validation, summary plots at the end,
+and the time per training step."""
 
 from __future__ import annotations
 
+import statistics
+import time
 import warnings
 from pathlib import Path
 
@@ -23,6 +26,35 @@ from cheeger.report import (
 def wandb_loggers(trainer: L.Trainer) -> list:
     """The trainer's W&B loggers (matched by name so wandb is imported only when used)."""
     return [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+
+
+class StepTimer(L.Callback):
+    """Logs ``train/step_time``: the median wall time (s) of the epoch's training batches.
+
+    A batch's time covers its forward pass, loss, backward pass and optimizer step (from
+    ``on_train_batch_start`` to ``on_train_batch_end``), not data loading. The median
+    keeps the first, slower steps (allocator, caches) from dominating. Device work is
+    synchronised at the end of each batch so that GPU times are real.
+    """
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.times.append(time.perf_counter() - self._start)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.times:
+            pl_module.log("train/step_time", statistics.median(self.times))
 
 
 class PredictionPanel(L.Callback):
