@@ -1,5 +1,9 @@
 """Segmentation losses: ``loss(logits, target, aux) -> scalar``."""
 
 from cheeger.losses.cross_entropy import CrossEntropy
+from cheeger.losses.ohem import OhemCrossEntropy
 
-__all__ = ["CrossEntropy"]
+__all__ = [
+    "CrossEntropy",
+    "OhemCrossEntropy",
+]
