@@ -49,7 +49,8 @@ class SegmentationModule(L.LightningModule):
         bf_tolerance: BF score match distance in pixels.
         trimap_widths: trimap band widths (pixels) for ``trimap_iou@w``.
 
-    Logged per stage: ``loss``, ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
+    Logged per stage: ``loss``, ``loss/<term>`` (for a loss with ``last_terms``, such
+    as ``CompositeLoss``), ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
     test also ``boundary_iou``, ``bf`` and ``trimap_iou@<w>`` for each width.
     """
 
@@ -168,18 +169,22 @@ class SegmentationModule(L.LightningModule):
         if stage != "train":
             for kind in ("boundary_iou", "bf", "trimap"):
                 self.metrics[f"{stage}_{kind}"].update(pred, mask)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=stage == "train",
-            batch_size=image.shape[0],
-            sync_dist=stage != "train",
-        )
+        options = {
+            "on_step": stage == "train",
+            "on_epoch": True,
+            "batch_size": image.shape[0],
+            "sync_dist": stage != "train",
+        }
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", **options)
+        # A CompositeLoss keeps each term's unweighted value of this call.
+        for name, value in getattr(self.loss_fn, "last_terms", {}).items():
+            self.log(f"{stage}/loss/{name}", value, **options)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        # Losses with warm-up schedules (CompositeLoss) weigh their terms by the step.
+        if hasattr(self.loss_fn, "set_step"):
+            self.loss_fn.set_step(self.global_step)
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

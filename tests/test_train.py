@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from cheeger.module import SegmentationModule
 from cheeger.runner import instantiate_group
 from cheeger.train import train
 from tests.conftest import CONF, OVERFIT, ROOT, TINY, compose
+from tests.test_train_spectral import small
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 
@@ -152,3 +154,75 @@ def test_command_line_entry_point(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (Path(tmp_path) / "cli" / "config.yaml").is_file()
     assert "mIoU" in done.stdout
+
+
+# ----------------------------------------------------------------------------- loss options
+
+# Loss options whose terms read aux entries that only head=spectral provides.
+NEEDS_SPECTRAL_HEAD = {"ce_rayleigh", "spectral"}
+# Fast runs: no prediction panels or summary plots.
+LEAN = ["debug=fast_dev_run", "callbacks.panel=null", "callbacks.summary_plots=null"]
+
+
+def loss_term_names(cfg) -> list[str]:
+    return list(cfg.loss.terms) if "terms" in cfg.loss else []
+
+
+@pytest.mark.parametrize("option", options("loss"))
+def test_every_loss_option_runs_fast_dev_run(option, compose_train):
+    spectral = []
+    if option in NEEDS_SPECTRAL_HEAD:
+        # On the real spectral head, with every term on from step 0.
+        spectral = [
+            *(o for o in small() if not o.startswith("loss.")),
+            "loss.terms.rayleigh.start_step=0",
+            "loss.terms.rayleigh.warmup_steps=0",
+        ]
+    cfg = compose_train(f"loss={option}", *LEAN, *spectral)
+    _, metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+    for name in loss_term_names(cfg):
+        assert math.isfinite(metrics[f"train/loss/{name}"]) and f"val/loss/{name}" in metrics
+    if "rayleigh" in loss_term_names(cfg):
+        assert metrics["train/loss/rayleigh"] > 0
+
+
+@pytest.mark.parametrize("option", sorted(NEEDS_SPECTRAL_HEAD))
+def test_spectral_losses_fail_clearly_with_the_conv_head(option, compose_train):
+    module = SegmentationModule.from_config(compose_train(f"loss={option}"))
+    logits, aux = module(torch.zeros(1, 3, 32, 64))
+    with pytest.raises(ValueError, match=r"needs aux\['\w+'\] from head=spectral"):
+        module.loss_fn(logits, torch.zeros(1, 32, 64, dtype=torch.long), aux)
+
+
+def test_composite_loss_logs_terms_warms_up_and_gets_class_weights(tmp_path):
+    # CE + 0.5 Lovasz whose weight ramps over 2 steps; 2 training steps, then validation.
+    run = tmp_path / "run"
+    overrides = [
+        *TINY,
+        "loss=ce_lovasz",
+        "loss.terms.lovasz.warmup_steps=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "callbacks.panel=null",
+        "callbacks.summary_plots=null",
+    ]
+    _, metrics = train(compose("train", overrides, run))
+    assert {"train/loss/ce_epoch", "train/loss/lovasz_epoch", "val/loss/ce"} <= set(metrics)
+    # The last training step set was global step 1: the Lovasz weight is 0.5 * 1/2.
+    expected = metrics["val/loss/ce"] + 0.25 * metrics["val/loss/lovasz"]
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state["loss_fn._extra_state"] == {"step": 1}
+    weights = state["loss_fn.members.ce.weight"]  # median frequency, from the training split
+    assert weights.shape == (19,) and weights.max() > 1.0 > weights.min()
+    # Evaluating the checkpoint weighs the terms as at its step: the same val/loss.
+    eval_overrides = [o for o in TINY if not o.startswith(("model", "callbacks"))]
+    cfg = compose(
+        "eval",
+        [*eval_overrides, "trainer.limit_val_batches=1", f"ckpt_path={run}", "split=val"],
+        tmp_path / "eval",
+    )
+    assert evaluate(cfg)["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-5)

@@ -1,5 +1,25 @@
-"""Segmentation losses: ``loss(logits, target, aux) -> scalar``."""
+"""Segmentation losses: ``loss(logits, target, aux) -> scalar``.
 
+Pixel losses (``CrossEntropy``, ``OhemCrossEntropy``, ``LovaszSoftmax``,
+``DiceLoss``) read the logits and target; auxiliary terms
+(``RayleighConsistency``, ``NoiseFloorPenalty``) read the head's ``aux`` dict;
+``CompositeLoss`` adds weighted, warmed-up terms and keeps their values for logging.
+"""
+
+from cheeger.losses.composite import CompositeLoss
 from cheeger.losses.cross_entropy import CrossEntropy
+from cheeger.losses.dice import DiceLoss
+from cheeger.losses.lovasz import LovaszSoftmax
+from cheeger.losses.noise_floor import NoiseFloorPenalty
+from cheeger.losses.ohem import OhemCrossEntropy
+from cheeger.losses.rayleigh import RayleighConsistency
 
-__all__ = ["CrossEntropy"]
+__all__ = [
+    "CompositeLoss",
+    "CrossEntropy",
+    "DiceLoss",
+    "LovaszSoftmax",
+    "NoiseFloorPenalty",
+    "OhemCrossEntropy",
+    "RayleighConsistency",
+]

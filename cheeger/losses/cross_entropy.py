@@ -1,4 +1,9 @@
-"""Pixel-wise cross-entropy with an ignore label and optional class weights."""
+"""Pixel-wise cross-entropy with an ignore label and optional class weights.
+
+The functional core is shared with ``cheeger.losses.ohem``: ``pixel_cross_entropy``
+gives every pixel its weighted loss and its weight, and ``weighted_pixel_mean``
+reduces any subset of them the way ``F.cross_entropy(reduction="mean")`` does.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,64 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.losses.inputs import check_num_classes
 
 MEDIAN_FREQUENCY = "median_frequency"
+
+
+def pixel_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Per-pixel weighted cross-entropy and per-pixel weights.
+
+    Args:
+        logits: (B, C, H, W) float.
+        target: (B, H, W) integer labels in [0, C) or ``ignore_index``.
+        weight: optional (C,) class weights w.
+        ignore_index: label that contributes nothing.
+        label_smoothing: epsilon of ``F.cross_entropy``.
+
+    Returns:
+        ``(loss, pixel_weight)``, both (B, H, W): with p = softmax(logits) and
+        y the target at a pixel, loss = (1 - eps) w_y (-log p_y)
+        + (eps / C) sum_c w_c (-log p_c) and pixel_weight = w_y (w = 1 without
+        class weights); both are 0 at ignored pixels. ``loss.sum() /
+        pixel_weight.sum()`` is ``F.cross_entropy``'s mean.
+    """
+    target = target.long()
+    if weight is not None:
+        weight = weight.to(logits.dtype)
+    loss = F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction="none",
+        label_smoothing=label_smoothing,
+    )
+    valid = target != ignore_index
+    if weight is None:
+        return loss, valid.to(loss.dtype)
+    labels = torch.where(valid, target, torch.zeros_like(target))
+    return loss, weight[labels] * valid
+
+
+def weighted_pixel_mean(loss: Tensor, pixel_weight: Tensor) -> Tensor:
+    """sum(loss) / sum(pixel_weight), and 0 (with a gradient) when no weight is left.
+
+    Args:
+        loss, pixel_weight: the same shape (from ``pixel_cross_entropy``, possibly
+            with pixels zeroed in both).
+    """
+    total = pixel_weight.sum()
+    summed = loss.sum()
+    # torch.where instead of a Python branch: no device synchronisation.
+    safe = summed / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return torch.where(total > 0, safe, summed * 0.0)
 
 
 class CrossEntropy(nn.Module):
@@ -28,7 +89,8 @@ class CrossEntropy(nn.Module):
     Shapes:
         forward(logits (B, C, H, W), target (B, H, W), aux=None) -> scalar
 
-    A batch whose pixels are all ignored gives 0 (with a gradient), not NaN.
+    The value is sum_i w_{y_i} l_i / sum_i w_{y_i} over non-ignored pixels i. A
+    batch whose pixels are all ignored gives 0 (with a gradient), not NaN.
     """
 
     def __init__(
@@ -73,17 +135,12 @@ class CrossEntropy(nn.Module):
             )
         self.weight = weights.to(self.weight.device if self.weight is not None else "cpu")
 
-    def forward(self, logits: Tensor, target: Tensor, aux: dict | None = None) -> Tensor:
-        if logits.shape[1] != self.num_classes:
-            raise ValueError(
-                f"logits have {logits.shape[1]} channels, expected num_classes={self.num_classes}"
-            )
-        if not bool((target != self.ignore_index).any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(
-            logits,
-            target.long(),
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
+    def pixel_losses(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``pixel_cross_entropy`` with this loss's weights, after checking the logits."""
+        check_num_classes(logits, self.num_classes)
+        return pixel_cross_entropy(
+            logits, target, self.weight, self.ignore_index, self.label_smoothing
         )
+
+    def forward(self, logits: Tensor, target: Tensor, aux: dict | None = None) -> Tensor:
+        return weighted_pixel_mean(*self.pixel_losses(logits, target))
