@@ -15,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cheeger.config_schema import validate_config
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
 from cheeger.runner import build_trainer, resolve_ckpt_path
@@ -51,6 +52,7 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; returns the logged metrics."""
+    validate_config(cfg)
     if cfg.split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', found {cfg.split!r}")
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path)

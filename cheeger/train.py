@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cheeger.callbacks import wandb_loggers
+from cheeger.config_schema import validate_config
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
 from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_resolved_config
@@ -26,6 +27,7 @@ log = logging.getLogger("cheeger.train")
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run one training job; returns (optimized metric value, all final metrics)."""
+    validate_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     run_dir = output_dir(cfg)

@@ -1,0 +1,108 @@
+"""Typed checks of a composed run config, before anything is built.
+
+Hydra parses command-line values leniently (``k=abc`` becomes the string "abc",
+``knn=-1`` the integer -1) and the error would otherwise surface deep inside a
+constructor, or never. :func:`validate_config` checks the keys users override most
+against a declared type and range and raises one ``ValueError`` that names every bad
+key, its value and what was expected. Keys absent from the config (a group not
+selected, e.g. ``k`` without ``head=spectral``) are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass(frozen=True)
+class Field:
+    """A config key's expected type (``int``, ``float``, ``bool``, ``str``), bounds, nullability."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+    low_open: bool = False  # low itself excluded (e.g. learning rate > 0)
+
+    def describe(self) -> str:
+        text = {int: "an int", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        if self.low is not None:
+            text += f" {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            text += f" <= {self.high:g}"
+        return text + (" or null" if self.nullable else "")
+
+    def accepts(self, value: object) -> bool:
+        if value is None:
+            return self.nullable
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if isinstance(value, bool):
+            return False
+        if self.kind is float and not isinstance(value, (int, float)):
+            return False
+        if self.kind in (int, str) and not isinstance(value, self.kind):
+            return False
+        if self.kind in (int, float):
+            if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+                return False
+            if self.high is not None and value > self.high:
+                return False
+        return True
+
+
+POSITIVE_INT = Field(int, 1)
+NON_NEGATIVE_INT = Field(int, 0)
+POSITIVE = Field(float, 0, low_open=True)
+
+SCHEMA: dict[str, Field] = {
+    "seed": Field(int, 0, nullable=True),
+    "test": Field(bool),
+    "ckpt_path": Field(str, nullable=True),
+    "k": POSITIVE_INT,
+    "knn": POSITIVE_INT,
+    "trainer.max_epochs": Field(int, -1, nullable=True),
+    "trainer.max_steps": Field(int, -1, nullable=True),
+    "trainer.log_every_n_steps": POSITIVE_INT,
+    "trainer.accumulate_grad_batches": POSITIVE_INT,
+    "dataset.batch_size": POSITIVE_INT,
+    "dataset.eval_batch_size": POSITIVE_INT,
+    "dataset.num_workers": NON_NEGATIVE_INT,
+    "dataset.num_classes": POSITIVE_INT,
+    "model.base_channels": POSITIVE_INT,
+    "model.depth": POSITIVE_INT,
+    "model.output_stride": POSITIVE_INT,
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": Field(float, 0),
+    "head.embed_dim": POSITIVE_INT,
+    "head.dropout": Field(float, 0, 1),
+    "affinity.radius": POSITIVE_INT,
+    "affinity.sigma": POSITIVE,
+    "solver.tol": Field(float, 0, nullable=True, low_open=True),
+    "solver.max_iter": NON_NEGATIVE_INT,
+    "solver.order": POSITIVE_INT,
+    "solver.num_landmarks": POSITIVE_INT,
+    "response.temper": Field(float, 0),
+    "response.t": Field(float, 0),
+    "metrics.dilation_ratio": POSITIVE,
+    "metrics.bf_tolerance": POSITIVE,
+}
+
+
+def validate_config(cfg: DictConfig, schema: dict[str, Field] = SCHEMA) -> None:
+    """Raise ``ValueError`` listing every key of ``schema`` whose value breaks its ``Field``."""
+    problems = []
+    for key, field in schema.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+        if value is _MISSING or OmegaConf.is_config(value):
+            continue
+        if not field.accepts(value):
+            problems.append(
+                f"{key}={value!r} ({type(value).__name__}): expected {field.describe()}"
+            )
+    if problems:
+        raise ValueError("invalid config value(s):\n  " + "\n  ".join(problems))
+
+
+_MISSING = object()
