@@ -6,8 +6,8 @@ input's subfolders when ``input`` is a folder):
 
 * ``<stem>_labels.png``: the predicted class ids (train ids), 8-bit single channel;
 * ``<stem>_color.png``: the ids drawn in the class palette;
-* ``<stem>_overlay.png``: the image blended with the palette colours, with the
-  class boundaries drawn in white so that regions stay readable.
+* ``<stem>_overlay.png``: the image blended with the palette colours
+  (``alpha`` of colour).
 """
 
 from __future__ import annotations
@@ -53,22 +53,12 @@ def find_inputs(path: str | Path) -> tuple[Path, list[Path]]:
     return path, files
 
 
-def class_boundaries(labels: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels whose right or lower neighbour has another label."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge
-
-
-def overlay(image: np.ndarray, color: np.ndarray, labels: np.ndarray, alpha: float) -> np.ndarray:
-    """(1 - alpha) image + alpha color, class boundaries white; (H, W, 3) uint8."""
+def overlay(image: np.ndarray, color: np.ndarray, alpha: float) -> np.ndarray:
+    """(1 - alpha) image + alpha color, rounded; (H, W, 3) uint8."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], found {alpha}")
     blend = (1.0 - alpha) * image.astype(np.float32) + alpha * color.astype(np.float32)
-    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-    out[class_boundaries(labels)] = 255
-    return out
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
 @torch.no_grad()
@@ -111,7 +101,7 @@ def predict(cfg: DictConfig) -> list[Path]:
         written += [
             write_label_map(f"{target}_labels.png", labels),
             write_png(f"{target}_color.png", color),
-            write_png(f"{target}_overlay.png", overlay(image, color, labels, cfg.alpha)),
+            write_png(f"{target}_overlay.png", overlay(image, color, cfg.alpha)),
         ]
     log.info("%d images segmented into %s", len(files), out_dir)
     print(f"{len(files)} images segmented into {out_dir}", flush=True)
