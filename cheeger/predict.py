@@ -34,8 +34,11 @@ from cheeger.runner import resolve_ckpt_path
 log = logging.getLogger("cheeger.predict")
 
 
-def find_inputs(path: str | Path) -> tuple[Path, list[Path]]:
+def find_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
     """(base folder, image files): one file, or every image file below a folder (sorted).
+
+    Files below ``exclude`` (the output folder, when it lies inside the input) are skipped,
+    so a second run does not segment the first run's pictures.
 
     Raises:
         FileNotFoundError: naming ``input`` when it is missing or holds no image.
@@ -45,7 +48,14 @@ def find_inputs(path: str | Path) -> tuple[Path, list[Path]]:
         return path.parent, [path]
     if not path.is_dir():
         raise FileNotFoundError(f"input={str(path)!r}: no such image file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    skip = exclude.resolve() if exclude is not None else None
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and (skip is None or skip not in p.resolve().parents)
+    )
     if not files:
         raise FileNotFoundError(
             f"input={str(path)!r} holds no image file (looked for {', '.join(IMAGE_SUFFIXES)})"
@@ -82,8 +92,8 @@ def predict(cfg: DictConfig) -> list[Path]:
         raise ValueError(
             f"ckpt_path must name a checkpoint file or run directory, found {ckpt_path!r}"
         )
-    base, files = find_inputs(cfg.input)
     out_dir = Path(cfg.output).expanduser()
+    base, files = find_inputs(cfg.input, exclude=out_dir)
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -61,6 +61,13 @@ def test_predict_writes_labels_colours_and_overlays_for_any_size(
     written = predict(cfg)
     assert len(written) == 6
     assert "100%" in capsys.readouterr().err  # tqdm progress bar
+    # an output folder inside the input folder is not read back as input
+    inner = compose(
+        "predict",
+        [f"ckpt_path={tiny_checkpoint}", f"input={inputs}", f"output={inputs / 'seg'}"],
+        tmp_path / "run2",
+    )
+    assert len(predict(inner)) == len(predict(inner)) == 6
     palette = np.zeros((256, 3), np.uint8)
     for c in CITYSCAPES_CLASSES:
         palette[c.train_id] = c.color
