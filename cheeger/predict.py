@@ -12,7 +12,6 @@ input's subfolders when ``input`` is a folder):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from cheeger.eval import load_module
 from cheeger.inference import Inference
 from cheeger.module import SegmentationModule
 from cheeger.runner import resolve_ckpt_path
-
-log = logging.getLogger("cheeger.predict")
 
 
 def find_inputs(path: str | Path, exclude: Path | None = None) -> tuple[Path, list[Path]]:
@@ -113,8 +110,7 @@ def predict(cfg: DictConfig) -> list[Path]:
             write_png(f"{target}_color.png", color),
             write_png(f"{target}_overlay.png", overlay(image, color, cfg.alpha)),
         ]
-    log.info("%d images segmented into %s", len(files), out_dir)
-    print(f"{len(files)} images segmented into {out_dir}", flush=True)
+    print(f"{len(files)} image(s) segmented into {out_dir}", flush=True)
     return written
 
 

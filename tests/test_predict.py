@@ -134,6 +134,6 @@ def test_command_line_entry_point(tiny_checkpoint, tmp_path):
     ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "1 images segmented" in done.stdout and "predict: 100%" in done.stderr
+    assert "1 image(s) segmented" in done.stdout and "predict: 100%" in done.stderr
     for kind in ("labels", "color", "overlay"):
         assert (tmp_path / "out" / f"a_{kind}.png").is_file()
