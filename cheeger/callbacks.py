@@ -1,8 +1,9 @@
 """Lightning callbacks: prediction panels during validation, summary plots at the end,
-and the time per training step."""
+the time per training step, and prediction files in a dataset's own format."""
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 import warnings
@@ -12,7 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from cheeger.data.classes import CITYSCAPES_CLASSES, colorize
+from cheeger.data.classes import CITYSCAPES_CLASSES, class_palette
 from cheeger.report import (
     error_map,
     heat_map,
@@ -21,6 +22,8 @@ from cheeger.report import (
     plot_response,
     save_panel,
 )
+
+log = logging.getLogger("cheeger")
 
 
 def wandb_loggers(trainer: L.Trainer) -> list:
@@ -135,6 +138,7 @@ class PredictionPanel(L.Callback):
         dataset = datamodule.dataset("val")
         count = min(self.num_images, len(dataset))
         indices = np.linspace(0, len(dataset) - 1, count).round().astype(int)
+        colors = class_palette(pl_module.num_classes, getattr(datamodule, "palette", None))
         mean = np.asarray(dataset.mean, dtype=np.float32)
         std = np.asarray(dataset.std, dtype=np.float32)
         was_training = pl_module.training
@@ -150,8 +154,8 @@ class PredictionPanel(L.Callback):
                 rgb = sample["image"].numpy().transpose(1, 2, 0) * std + mean
                 row = {
                     "input": (rgb.clip(0, 1) * 255).astype(np.uint8),
-                    "ground truth": colorize(target),
-                    "prediction": colorize(pred),
+                    "ground truth": colors[target],
+                    "prediction": colors[pred],
                     "errors": error_map(pred, target, dataset.ignore_index),
                 }
                 row.update(self._eigenvector_columns(aux, target.shape))
@@ -240,3 +244,44 @@ class SummaryPlots(L.Callback):
                     f"{stage}/confusion": wandb.Image(str(confusion)),
                 }
             )
+
+
+class PredictionExport(L.Callback):
+    """Write every val/test prediction as a file in the dataset's own format.
+
+    The source of the split must have ``write_prediction(index, pred, out_dir)``:
+    Cityscapes writes ``{city}/{stem}_pred_labelIds.png`` in label ids (the official
+    evaluator's input), folder datasets ``{stem}.png`` in class ids. Files go to
+    ``out_dir/{split}/``. Sources without it (the synthetic city) export nothing
+    (said once in the log).
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.written: dict[str, int] = {}
+        self._told = False
+
+    # Lightning passes (trainer, module, outputs, batch, batch_idx, dataloader_idx).
+    def on_validation_batch_end(self, trainer: L.Trainer, _, outputs, batch, *__) -> None:
+        self._write(trainer, outputs, batch, "val")
+
+    def on_test_batch_end(self, trainer: L.Trainer, _, outputs, batch, *__) -> None:
+        self._write(trainer, outputs, batch, "test")
+
+    def _write(self, trainer: L.Trainer, outputs, batch: dict, split: str) -> None:
+        if trainer.sanity_checking or not isinstance(outputs, dict) or "pred" not in outputs:
+            return
+        source = trainer.datamodule.dataset(split).source
+        writer = getattr(source, "write_prediction", None)
+        if writer is None:
+            if not self._told:
+                log.info(
+                    "PredictionExport: %s has no prediction file format; nothing exported",
+                    type(source).__name__,
+                )
+                self._told = True
+            return
+        preds = outputs["pred"].detach().cpu().numpy()
+        for index, pred in zip(batch["index"].tolist(), preds, strict=True):
+            writer(int(index), pred, self.out_dir / split)
+        self.written[split] = self.written.get(split, 0) + len(preds)

@@ -8,8 +8,8 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from cheeger.data.classes import IGNORE_INDEX
-from cheeger.data.dataset import SegmentationDataset
+from cheeger.data.classes import IGNORE_INDEX, check_palette
+from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
 from cheeger.data.transforms import eval_transform, train_transform
 
 SPLITS = ("train", "val", "test")
@@ -23,6 +23,11 @@ class SegmentationDataModule(L.LightningDataModule):
         num_classes: label-space size; every mask is checked against it.
         name: dataset name used in logs and tables.
         class_names: names of the classes, for tables and panels.
+        root: the data folder, handed to the source as ``source(split=..., root=root)``;
+            None calls the source without it (sources that need no files, or that
+            have their own default).
+        palette: one RGB colour (0..255) per class for pictures; None: the
+            Cityscapes colours for 19 classes, generated distinct colours otherwise.
         batch_size: training batch size; ``eval_batch_size`` for val/test
             (defaults to ``batch_size``).
         num_workers: DataLoader workers (0 = in the main process).
@@ -38,13 +43,15 @@ class SegmentationDataModule(L.LightningDataModule):
         num_classes: int,
         name: str = "dataset",
         class_names: Sequence[str] | None = None,
+        root: str | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         train_transform: Mapping[str, Any] | None = None,
         eval_size: Sequence[int] | None = None,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
         pin_memory: bool = False,
     ) -> None:
@@ -64,6 +71,8 @@ class SegmentationDataModule(L.LightningDataModule):
                 f"dataset.class_names has {len(self.class_names)} entries, "
                 f"expected num_classes={num_classes}"
             )
+        self.root = root
+        self.palette = check_palette(palette, num_classes) if palette is not None else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -84,8 +93,9 @@ class SegmentationDataModule(L.LightningDataModule):
                 if split == "train"
                 else eval_transform(self.eval_size)
             )
+            located = {} if self.root is None else {"root": self.root}
             self.datasets[split] = SegmentationDataset(
-                self.source(split=split),
+                self.source(split=split, **located),
                 num_classes=self.num_classes,
                 transform=transform,
                 mean=self.mean,

@@ -1,8 +1,10 @@
 """Evaluate a checkpoint: ``python -m cheeger.eval ckpt_path=... [split=val|test] [dataset=...]``.
 
 The model (backbone, head, loss) is rebuilt from the config stored inside the
-checkpoint, so no model overrides are needed; the dataset, trainer and logger
-come from ``conf/eval.yaml`` and the command line.
+checkpoint, so no model overrides are needed; the dataset, trainer, logger,
+inference mode (whole image or sliding windows) and prediction export come
+from ``conf/eval.yaml`` and the command line. Predictions are written in the
+dataset's own format (Cityscapes: label-id PNGs for the official evaluator).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cheeger.callbacks import PredictionExport
 from cheeger.config_schema import validate_config
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
@@ -25,6 +28,9 @@ log = logging.getLogger("cheeger.eval")
 
 def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationModule:
     """Rebuild a ``SegmentationModule`` from a checkpoint written by cheeger.train.
+
+    ``cfg`` (optional) supplies the metric settings, the inference mode, and the
+    class count the checkpoint must match.
 
     Raises:
         ValueError: the checkpoint has no stored model config, or its class count
@@ -47,6 +53,8 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
         )
     module = SegmentationModule.from_config(model_cfg)
     module.load_state_dict(checkpoint["state_dict"])
+    if cfg is not None and cfg.get("inference") is not None:
+        module.inference = instantiate(cfg.inference)
     return module
 
 
@@ -71,6 +79,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     title = f"{cfg.split} ({datamodule.name}) of {ckpt_path}"
     print(results_table(module.class_names, module.results[cfg.split], title), flush=True)
+    for callback in trainer.callbacks:
+        if isinstance(callback, PredictionExport) and callback.written.get(cfg.split):
+            count, where = callback.written[cfg.split], callback.out_dir / cfg.split
+            print(f"{count} predictions written to {where}", flush=True)
     return metrics
 
 

@@ -48,6 +48,10 @@ class SegmentationModule(L.LightningModule):
         dilation_ratio: Boundary IoU band width relative to the image diagonal.
         bf_tolerance: BF score match distance in pixels.
         trimap_widths: trimap band widths (pixels) for ``trimap_iou@w``.
+        inference: how val/test turn an image into logits,
+            ``inference(model_fn, image, multiple) -> logits`` (``cheeger.inference.Inference``:
+            padded whole image or sliding windows); None: one forward pass. With it the
+            val/test loss gets no head auxiliaries.
 
     Logged per stage: ``loss``, ``loss/<term>`` (for a loss with ``last_terms``, such
     as ``CompositeLoss``), ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
@@ -67,6 +71,7 @@ class SegmentationModule(L.LightningModule):
         dilation_ratio: float = 0.02,
         bf_tolerance: float = 2.0,
         trimap_widths: Sequence[int] = (1, 2, 4, 8, 16),
+        inference: Callable[..., Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -79,6 +84,7 @@ class SegmentationModule(L.LightningModule):
         self.class_names = (
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
+        self.inference = inference
         # ModuleDict keys may not shadow nn.Module attributes such as `train`.
         self.metrics = nn.ModuleDict(
             {f"{stage}_iou": SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
@@ -125,10 +131,12 @@ class SegmentationModule(L.LightningModule):
         module.model_config = {
             key: OmegaConf.to_container(cfg[key], resolve=True) for key in MODEL_KEYS
         }
+        palette = cfg.dataset.get("palette")
         module.model_config["dataset"] = {
             "num_classes": num_classes,
             "ignore_index": ignore_index,
             "class_names": module.class_names,
+            "palette": None if palette is None else OmegaConf.to_container(palette),
         }
         return module
 
@@ -160,10 +168,30 @@ class SegmentationModule(L.LightningModule):
         features = self.backbone(image)
         return self.head(features, size=tuple(image.shape[-2:]))
 
-    def _step(self, batch: dict, stage: str) -> Tensor:
+    @property
+    def input_multiple(self) -> int:
+        """Image sizes the backbone accepts are multiples of this (1: any size)."""
+        return int(getattr(self.backbone, "input_multiple", 1))
+
+    def _needs_inference(self, image: Tensor) -> bool:
+        """Sliding windows, or an image the backbone cannot take as it is (padding)."""
+        multiple = self.input_multiple
+        fits = all(size % multiple == 0 for size in image.shape[-2:])
+        return self.inference.mode != "whole" or not fits
+
+    def _step(self, batch: dict, stage: str) -> tuple[Tensor | None, Tensor]:
         image, mask = batch["image"], batch["mask"]
-        logits, aux = self(image)
-        loss = self.loss_fn(logits, mask, aux)
+        if stage != "train" and self.inference is not None and self._needs_inference(image):
+            logits = self.inference(lambda x: self(x)[0], image, self.input_multiple)
+            aux = None  # windows and padding leave no whole-image auxiliaries
+        else:
+            logits, aux = self(image)
+        if aux is None and getattr(self.loss_fn, "reads_aux", False):
+            # A loss term on the head's graph cannot be evaluated on stitched windows:
+            # metrics are still computed, the loss is not logged for this stage.
+            loss = None
+        else:
+            loss = self.loss_fn(logits, mask, aux or {})
         pred = logits.detach().argmax(dim=1)
         self.metrics[f"{stage}_iou"].update(pred, mask)
         if stage != "train":
@@ -175,23 +203,26 @@ class SegmentationModule(L.LightningModule):
             "batch_size": image.shape[0],
             "sync_dist": stage != "train",
         }
+        if loss is None:
+            return loss, pred
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", **options)
         # A CompositeLoss keeps each term's unweighted value of this call.
         for name, value in getattr(self.loss_fn, "last_terms", {}).items():
             self.log(f"{stage}/loss/{name}", value, **options)
-        return loss
+        return loss, pred
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # Losses with warm-up schedules (CompositeLoss) weigh their terms by the step.
         if hasattr(self.loss_fn, "set_step"):
             self.loss_fn.set_step(self.global_step)
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+    # The predictions are returned for callbacks (e.g. PredictionExport), not kept.
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        return {"pred": self._step(batch, "val")[1]}
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        return {"pred": self._step(batch, "test")[1]}
 
     def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits, _ = self(batch["image"])

@@ -72,3 +72,45 @@ def compose_train(tmp_path):
         return compose("train", [*(TINY if tiny else []), *overrides], tmp_path / "run")
 
     return make
+
+
+@pytest.fixture
+def mini_cityscapes(tmp_path) -> Path:
+    """A miniature Cityscapes download (tests/data/mini_cityscapes.py) under tmp_path."""
+    from tests.data.mini_cityscapes import write_mini_cityscapes
+
+    return write_mini_cityscapes(tmp_path / "cityscapes")
+
+
+def save_checkpoint(module, path: Path) -> Path:
+    """Save ``module`` the way cheeger.eval.load_module reads checkpoints."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": module.state_dict(), "cheeger_model_config": module.model_config}, path
+    )
+    return path
+
+
+@pytest.fixture
+def tiny_module(compose_train):
+    """An untrained unet_tiny + ConvHead module for the 19 Cityscapes classes (seeded).
+
+    The 1x1 classifier is redrawn with a large standard deviation so that the
+    untrained model predicts several classes instead of one.
+    """
+    import torch
+
+    from cheeger.module import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule.from_config(compose_train())
+    torch.nn.init.normal_(module.head.classifier.weight, std=3.0)
+    return module.eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_module, tmp_path) -> Path:
+    """``tiny_module`` saved as a checkpoint file."""
+    return save_checkpoint(tiny_module, tmp_path / "tiny.ckpt")

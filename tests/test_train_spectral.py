@@ -91,3 +91,18 @@ def test_checkpoint_rebuilds_the_spectral_head(compose_train, tmp_path):
     module = load_module(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     assert type(module.head).__name__ == "SpectralHead"
     assert type(module.head.response).__name__ == "LearnedResponse"
+
+
+@pytest.mark.parametrize("mode", ["whole", "sliding"])
+def test_eval_inference_with_a_loss_on_the_head_graph(mode, compose_train):
+    from cheeger.inference import Inference
+
+    cfg = compose_train(*(o for o in small() if not o.startswith("loss.")), "loss=spectral")
+    module = SegmentationModule.from_config(cfg)
+    module.inference = Inference(mode, window=(16, 16), stride=(8, 8))
+    batch = {"image": torch.randn(2, 3, 16, 32), "mask": torch.randint(0, 19, (2, 16, 32))}
+    loss, pred = module._step(batch, "val")
+    assert pred.shape == (2, 16, 32)
+    # Whole images keep the head's graph for the Rayleigh term; stitched windows cannot.
+    assert (loss is not None) == (mode == "whole")
+    assert module.metrics["val_iou"].update_called

@@ -8,6 +8,8 @@ synthetic city be evaluated on real Cityscapes and vice versa.
 
 from __future__ import annotations
 
+import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,3 +68,43 @@ def palette(classes: tuple[SegClass, ...] = CITYSCAPES_CLASSES) -> np.ndarray:
 def colorize(mask: np.ndarray, classes: tuple[SegClass, ...] = CITYSCAPES_CLASSES) -> np.ndarray:
     """Map a label image (H, W) of train ids to an RGB image (H, W, 3) uint8."""
     return palette(classes)[np.asarray(mask, dtype=np.uint8)]
+
+
+def check_palette(
+    palette: Sequence[Sequence[int]], num_classes: int
+) -> tuple[tuple[int, ...], ...]:
+    """Validate one RGB colour (three ints in 0..255) per class; returns it as tuples.
+
+    Raises:
+        ValueError: naming ``dataset.palette``, the expected and the found shape or value.
+    """
+    colors = tuple(tuple(int(v) for v in color) for color in palette)
+    if len(colors) != num_classes:
+        raise ValueError(
+            f"dataset.palette has {len(colors)} colours, expected num_classes={num_classes}"
+        )
+    for i, color in enumerate(colors):
+        if len(color) != 3 or not all(0 <= v <= 255 for v in color):
+            raise ValueError(
+                f"dataset.palette[{i}] must be [r, g, b] with values in 0..255, found {list(color)}"
+            )
+    return colors
+
+
+def class_palette(num_classes: int, colors: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Colour lookup table (256, 3) uint8 for ``num_classes`` classes.
+
+    ``colors`` (one RGB per class) when given; else the Cityscapes colours for 19
+    classes; else evenly spaced hues (golden-ratio steps, so neighbouring ids differ).
+    Rows past the classes (including ``IGNORE_INDEX``) are black.
+    """
+    if colors is None and num_classes == NUM_CLASSES:
+        return palette()
+    if colors is None:
+        colors = [
+            tuple(round(255 * v) for v in colorsys.hsv_to_rgb((0.61803398875 * i) % 1, 0.75, 0.95))
+            for i in range(num_classes)
+        ]
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[:num_classes] = check_palette(colors, num_classes)
+    return table

@@ -67,6 +67,24 @@ def check_sample(
         )
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_image(
+    image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
+    """(H, W, 3) image -> (3, H, W) float32, (x / scale - mean) / std per channel.
+
+    uint8 images are 0..255 (scale 255); float images are taken to be in [0, 1].
+    """
+    scale = 255.0 if image.dtype == np.uint8 else 1.0
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    out = (image.astype(np.float32) / scale - mean) / std
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
 class SegmentationDataset(Dataset):
     """Validated samples as tensors: image (3, H, W) float32 normalised, mask (H, W) int64.
 
@@ -84,8 +102,8 @@ class SegmentationDataset(Dataset):
         source: SampleSource,
         num_classes: int,
         transform: Callable | None = None,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         self.source = source
@@ -109,11 +127,8 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        # uint8 images are 0..255; float images are taken to be in [0, 1] already.
-        scale = 255.0 if image.dtype == np.uint8 else 1.0
-        image = (image.astype(np.float32) / scale - self.mean) / self.std
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": torch.from_numpy(normalize_image(image, self.mean, self.std)),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "index": index,
         }

@@ -138,6 +138,11 @@ class CompositeLoss(nn.Module):
         self.last_terms: dict[str, Tensor] = {}
 
     # ---------------------------------------------------------------- step
+    @property
+    def reads_aux(self) -> bool:
+        """Whether any term needs the head's auxiliaries."""
+        return any(getattr(member, "reads_aux", False) for member in self.members.values())
+
     def set_step(self, step: int) -> None:
         """The optimizer step the next ``forward`` belongs to (drives the warm-ups)."""
         self.step = int(step)

@@ -21,6 +21,8 @@ class NoiseFloorPenalty(nn.Module):
         forward(logits (B, C, H, W), target (B, H, W), aux) -> scalar
     """
 
+    reads_aux = True  # needs the head's auxiliaries (see SegmentationModule._step)
+
     term = "noise_floor"
 
     def forward(self, logits: Tensor, target: Tensor, aux: dict[str, Any] | None = None) -> Tensor:

@@ -86,6 +86,8 @@ class RayleighConsistency(nn.Module):
         forward(logits (B, C, H, W), target (B, H, W), aux) -> scalar
     """
 
+    reads_aux = True  # needs the head's auxiliaries (see SegmentationModule._step)
+
     term = "rayleigh"
 
     def __init__(

@@ -98,8 +98,13 @@ class UNet(nn.Module):
         )
         self.out_channels = widths[out_level]
 
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this: 2**depth."""
+        return 2**self.depth
+
     def forward(self, x: Tensor) -> Tensor:
-        factor = 2**self.depth
+        factor = self.input_multiple
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(
                 f"input height and width must be divisible by 2**depth = {factor}; "
