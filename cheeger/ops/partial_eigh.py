@@ -59,7 +59,10 @@ N = 4k-65k is experiments/bench_partial_eigh.py (results/bench_partial_eigh.md).
 Non-convergence within ``max_iter`` iterations: ``on_fail="warn"`` (a RuntimeWarning
 naming the residual reached), ``"raise"`` (:class:`PartialEighNotConverged`) or
 ``"dense"`` (``torch.linalg.eigh`` of the dense Laplacian when N <= ``dense_limit``,
-else a warning).
+else a warning). Non-finite eigenpairs are never returned: unless ``on_fail="raise"``
+they are replaced by the dense solve (with the warning) when N <= ``dense_limit``, and
+raise :class:`PartialEighNotConverged` otherwise. A graph without any edge (L = D - W
+= 0, whose a-priori bound 2 max d is 0) is solved with 1 as the bound.
 
 Backward: implicit differentiation, O(nnz k) memory
 ---------------------------------------------------
@@ -216,7 +219,7 @@ class _LaplacianOperator:
             neighbour = s.gather(1, index.reshape(batch, -1)).view(batch, num_nodes, slots)
             values = weight * s.unsqueeze(-1) * neighbour
             self.scale = None
-        self.bound = lambda_max_bound(plain, kind).view(batch, 1, 1)
+        self.bound = _spectrum_bound(plain, kind).view(batch, 1, 1)
         self.upper = self.bound
         self.upper_list = [float(v) for v in self.upper.view(-1)]
         self.matrices = [_compact_csr(index[b], values[b]) for b in range(batch)]
@@ -260,7 +263,9 @@ class _LaplacianOperator:
         theta, z = torch.linalg.eigh(tridiagonal)
         estimate = theta[:, -1] + betas[-1] * z[:, -1, -1].abs()
         estimate = estimate + 0.01 * theta[:, -1].abs()
-        self.upper = torch.minimum(self.bound.view(-1), estimate).view(batch, 1, 1)
+        upper = torch.minimum(self.bound.view(-1), estimate)
+        # L = 0 (no edge) gives an estimate of 0; the filters need an interval of width > 0.
+        self.upper = torch.where(upper > 0, upper, self.bound.view(-1)).view(batch, 1, 1)
         self.upper_list = [float(v) for v in self.upper.view(-1)]
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -296,6 +301,16 @@ def _compact_csr(index: Tensor, values: Tensor) -> Tensor:
             (num_nodes, num_nodes),
             check_invariants=False,
         )
+
+
+def _spectrum_bound(graph: NeighborGraph, kind: LaplacianKind) -> Tensor:
+    """``lambda_max_bound``, (B,), with 1 where it is 0 (L = D - W of a graph without edges).
+
+    It scales the relative residuals and tops the filters' damped interval; for L = 0 any
+    positive number bounds the spectrum, and 0 would divide by zero in both.
+    """
+    bound = lambda_max_bound(graph, kind)
+    return torch.where(bound > 0, bound, torch.ones_like(bound))
 
 
 # --------------------------------------------------------------------------- dense kernels
@@ -537,7 +552,7 @@ def _dense_ritz(graph: NeighborGraph, kind: LaplacianKind, eps: float | None, wi
     matrix = laplacian_to_dense(NeighborGraph(graph.index, graph.weight.detach()), kind, eps)
     values, vectors = torch.linalg.eigh(matrix)
     values, vectors = values[:, :width], vectors[..., :width]
-    upper = lambda_max_bound(NeighborGraph(graph.index, graph.weight.detach()), kind)
+    upper = _spectrum_bound(NeighborGraph(graph.index, graph.weight.detach()), kind)
     image = matrix @ vectors
     residuals = _relative_residuals(values, vectors, image, upper.view(-1, 1, 1))
     return _Ritz(values, vectors, residuals, 0, 0)
@@ -698,21 +713,32 @@ class _PartialEigh(torch.autograd.Function):
             ritz.matvecs += _LANCZOS_STEPS
             method = "chebyshev"
         max_residual = float(ritz.residuals[:, :k].amax())
+        # NaN residuals fail this test too; non-finite pairs are never returned (below).
         if method == "chebyshev" and not max_residual <= options.tol:
+            finite = bool(
+                torch.isfinite(ritz.values[:, :k]).all() and torch.isfinite(ritz.vectors).all()
+            )
             message = (
                 f"partial_eigh did not converge: relative residual {max_residual:.3g} > "
                 f"tol = {options.tol:.3g} after {ritz.iterations} iterations (max_iter = "
-                f"{options.max_iter})"
+                f"{options.max_iter})" + ("" if finite else ", with non-finite eigenpairs")
             )
             num_nodes = index.shape[1]
             if options.on_fail == "raise":
                 raise PartialEighNotConverged(message)
-            if options.on_fail == "dense" and num_nodes <= options.dense_limit:
+            if (options.on_fail == "dense" or not finite) and num_nodes <= options.dense_limit:
                 iterations, matvecs = ritz.iterations, ritz.matvecs
                 ritz = _dense_ritz(graph, options.kind, options.laplacian_eps, width)
                 ritz.iterations, ritz.matvecs = iterations, matvecs
                 method, fallback = "dense", True
                 max_residual = float(ritz.residuals[:, :k].amax())
+                if options.on_fail == "warn":
+                    warnings.warn(f"{message}; solved densely", RuntimeWarning, stacklevel=4)
+            elif not finite:
+                raise PartialEighNotConverged(
+                    f"{message}; N = {num_nodes} > dense_limit = {options.dense_limit}, so "
+                    "there is no dense fallback"
+                )
             else:
                 if options.on_fail == "dense":
                     message += f"; N = {num_nodes} > dense_limit = {options.dense_limit}"
@@ -889,7 +915,8 @@ def partial_eigh(
             predicted to reach ``tol``, at most this).
         method: "chebyshev", or "dense" (torch.linalg.eigh of the dense Laplacian, the
             same backward; small N and testing).
-        on_fail: "warn", "raise" or "dense" when the tolerance is not met in time.
+        on_fail: "warn", "raise" or "dense" when the tolerance is not met in time
+            (non-finite pairs: dense fallback up to ``dense_limit`` unless "raise").
         dense_limit: largest N for which ``on_fail="dense"`` falls back to dense.
         backward: in-subspace gap reciprocal, one of :data:`PARTIAL_BACKWARD_MODES`
             (``power_iteration`` needs the whole spectrum and is not offered).
