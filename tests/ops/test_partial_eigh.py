@@ -198,6 +198,32 @@ def test_planted_degenerate_spectrum_of_a_cycle():
     np.testing.assert_allclose(np.linalg.norm(pair.T @ fourth), 1.0, atol=1e-9)
 
 
+def test_random_start_is_filtered_before_it_is_accepted():
+    """Found by fuzzing: the unfiltered random block of this float32 graph (weights 9 to
+    24,000) held λ_2 = 30.7 as its lowest Ritz value, with a relative residual of 3e-5 <
+    tol, and was returned for λ_1 = 0."""
+    dense = np.zeros((6, 6))
+    edges = {
+        (0, 3): 25.667829,
+        (1, 2): 352.76006,
+        (1, 4): 15827.3281,
+        (1, 5): 439.487286,
+        (2, 3): 24137.1218,
+        (2, 4): 8619.55227,
+        (3, 4): 9.0799048,
+        (4, 5): 198.006485,
+    }
+    for (i, j), w in edges.items():
+        dense[i, j] = dense[j, i] = w
+    graph = graph_from_dense(dense[None])
+    graph = NeighborGraph(graph.index, graph.weight.float())
+    bound = float(lambda_max_bound(graph, "unnormalized"))
+    for seed in range(5):
+        result = partial_eigh(graph, 1, "unnormalized", seed=seed)
+        assert result.info.iterations >= 1
+        assert abs(float(result.eigenvalues)) <= 1e-4 * bound  # λ_1 = 0, λ_2 = 30.7
+
+
 def test_random_walk_eigenvectors_are_mapped_by_inverse_sqrt_degree():
     graph = point_graph(300, seed=5)
     result = partial_eigh(graph, 6, "random_walk", tol=1e-11)
