@@ -11,6 +11,7 @@ would have drawn, instead of restarting the epoch with a new shuffle.
 
 from __future__ import annotations
 
+import math
 import secrets
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -153,7 +154,7 @@ class SegmentationDataModule(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         dataset = self.dataset("train")
-        share = ResumableSampler(dataset, self.seed, num_replicas=world, rank=rank).num_samples
+        share = math.ceil(len(dataset) / world)  # this rank's samples per epoch
         sampler = ResumableSampler(
             dataset,
             self.seed,
