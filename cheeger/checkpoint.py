@@ -1,20 +1,37 @@
-"""Checkpoints that are never half-written.
+"""Checkpoints that are never half-written, and a ``last.ckpt`` that is really the last.
 
 Lightning's default IO writes straight to the target path, so a process killed
 while saving (pre-emption, OOM killer) can leave a truncated ``last.ckpt`` that
 breaks the resume it was meant for. ``AtomicCheckpointIO`` writes to a temporary
 file in the same directory, flushes it to disk and renames it over the target:
 a reader sees either the old checkpoint or the new one, never a mix.
+
+``LastCheckpoint`` writes ``last.ckpt``: every N optimizer steps, at the end of
+every training epoch, and when a SIGTERM stops the run. Lightning 2.6's
+``ModelCheckpoint(save_last=True)`` rewrites ``last.ckpt`` only when it also
+saves a top-k checkpoint, so with ``save_top_k=1`` it held the best epoch, not
+the latest one, and a resume silently went back to it. Its state, stored in
+every checkpoint, also carries the global random states, so that stochastic
+layers (dropout) continue the same random stream after a resume.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger("cheeger")
+
+LAST_NAME = "last.ckpt"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -44,3 +61,99 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"AtomicCheckpointIO does not take storage_options, found {storage_options!r}"
             )
         atomic_save(checkpoint, path)
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states (torch CPU and CUDA, numpy, python), in types that
+    ``torch.load(weights_only=True)`` reads back."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` captured (CUDA only when present on both sides)."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class LastCheckpoint(Checkpoint):
+    """Keep ``dirpath/last.ckpt`` at the latest resumable state of the run.
+
+    Written (atomically, through the trainer's checkpoint IO) after every
+    ``every_n_train_steps``-th optimizer step (0: never within an epoch), at the end
+    of every training epoch (after its validation), and when the run is stopped by
+    SIGTERM: Lightning then finishes the current batch and raises, and this callback
+    saves that state before the process exits. A SIGTERM during validation keeps the
+    previous ``last.ckpt``, because the metrics of a half-run validation cannot be
+    restored. Nothing is written in ``fast_dev_run`` or the sanity check.
+
+    ``ckpt_path=last`` (with the run directory of the interrupted run) and
+    ``ckpt_path=<run directory>`` both resume from this file.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int = 0) -> None:
+        if isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int):
+            raise TypeError(
+                "callbacks.last_checkpoint.every_n_train_steps must be an int, found "
+                f"{every_n_train_steps!r}"
+            )
+        if every_n_train_steps < 0:
+            raise ValueError(
+                "callbacks.last_checkpoint.every_n_train_steps must be >= 0 (0: only at epoch "
+                f"ends), found {every_n_train_steps}"
+            )
+        self.path = Path(dirpath) / LAST_NAME
+        self.every_n_train_steps = every_n_train_steps
+        # (global step, batches processed in total) of the last save: one save per state.
+        self._saved_at: tuple[int, int] | None = None
+
+    def _position(self, trainer: L.Trainer) -> tuple[int, int]:
+        return trainer.global_step, trainer.fit_loop.epoch_loop.batch_progress.total.processed
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` now, unless this state was already written."""
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        position = self._position(trainer)
+        if position == self._saved_at:
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_at = position
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        every = self.every_n_train_steps
+        if every and trainer.global_step % every == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # The training loop raises at batch boundaries once SIGTERM has arrived (also when
+        # the signal killed the data workers first); the state there is consistent.
+        if not trainer.received_sigterm or not trainer.training:
+            return
+        self.save(trainer)
+        # Saved now or at this very state before: the file holds the current state.
+        log.warning("SIGTERM: %s holds global step %d", self.path, trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng_states": rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng_states" in state_dict:
+            set_rng_states(state_dict["rng_states"])

@@ -1,18 +1,45 @@
-"""LightningDataModule over any sample source, split by name."""
+"""LightningDataModule over any sample source, split by name.
+
+The training order is resumable: the loader draws from a ``ResumableSampler``
+(order and augmentation a function of seed, epoch and index), and the module's
+``state_dict`` -- stored in every checkpoint -- records the seed and where the
+next training batch comes from (epoch, batches of it already consumed), read
+from Lightning's loop progress. A run resumed from a checkpoint taken part-way
+through an epoch therefore continues with the very batches the interrupted run
+would have drawn, instead of restarting the epoch with a new shuffle.
+"""
 
 from __future__ import annotations
 
+import math
+import secrets
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from cheeger.data.classes import IGNORE_INDEX, check_palette
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
+from cheeger.data.sampling import ResumableSampler
 from cheeger.data.transforms import eval_transform, train_transform
 
 SPLITS = ("train", "val", "test")
+
+
+def init_worker(worker_id: int) -> None:
+    """DataLoader worker start: ignore SIGTERM, then seed like Lightning's workers.
+
+    Schedulers often signal the whole process group. Workers that died of it first
+    made the main process fail on "DataLoader worker killed" instead of finishing its
+    batch and saving ``last.ckpt``; they now leave on the main process's shutdown (or
+    when it dies: torch's workers watch their parent).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -35,6 +62,8 @@ class SegmentationDataModule(L.LightningDataModule):
         eval_size: optional (height, width) to resize val/test samples to.
         mean, std: image normalisation.
         ignore_index: label never counted.
+        seed: seed of the training order and augmentation (``cheeger.train`` passes the
+            run's ``seed``); None draws one, which checkpoints keep for resuming.
     """
 
     def __init__(
@@ -54,6 +83,7 @@ class SegmentationDataModule(L.LightningDataModule):
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
         pin_memory: bool = False,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -82,6 +112,11 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         self.pin_memory = pin_memory
         self.datasets: dict[str, SegmentationDataset] = {}
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, found {seed!r}")
+        self.seed = secrets.randbits(31) if seed is None else seed
+        # Where the next training loader starts: (epoch, batches of it already consumed).
+        self.resume_position = (0, 0)
 
     def dataset(self, split: str) -> SegmentationDataset:
         """The (cached) dataset of one split: train, val or test."""
@@ -109,22 +144,68 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in wanted.get(stage or "", SPLITS):
             self.dataset(split)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, sampler: ResumableSampler | None = None) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=split == "train" and len(self.dataset(split)) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            # Its own generator: creating an iterator then never draws from the global
+            # RNG, whose stream (dropout) a resumed run restores from the checkpoint.
+            generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=init_worker if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        epoch, done = self.resume_position
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        dataset = self.dataset("train")
+        share = math.ceil(len(dataset) / world)  # this rank's samples per epoch
+        sampler = ResumableSampler(
+            dataset,
+            self.seed,
+            num_replicas=world,
+            rank=rank,
+            epoch=epoch,
+            start=min(done * self.batch_size, share),
+        )
+        return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
+
+    # ---------------------------------------------------------------- resuming
+    def next_training_position(self) -> tuple[int, int]:
+        """(epoch, batches of it consumed) of the next training batch, from the trainer's
+        loop progress; ``resume_position`` when no trainer is fitting."""
+        trainer = self.trainer
+        if trainer is None or trainer.num_training_batches in (0, float("inf")):
+            return self.resume_position
+        epochs = trainer.fit_loop.epoch_progress.current
+        if epochs.processed >= epochs.started:  # between two epochs
+            return epochs.processed, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if done >= trainer.num_training_batches:  # last batch drawn, epoch not closed yet
+            return epochs.processed + 1, 0
+        return epochs.processed, done
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch, done = self.next_training_position()
+        return {"seed": self.seed, "epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = {"seed", "epoch", "batches_done"} - set(state_dict)
+        if missing:
+            raise KeyError(
+                f"checkpoint entry SegmentationDataModule lacks {sorted(missing)}; found "
+                f"{sorted(state_dict)}"
+            )
+        self.seed = int(state_dict["seed"])
+        self.resume_position = (int(state_dict["epoch"]), int(state_dict["batches_done"]))

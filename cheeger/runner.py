@@ -44,13 +44,20 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+def resolve_ckpt_path(ckpt_path: str | None, last: Path | None = None) -> str | None:
     """Accept a checkpoint file, a run directory (-> its checkpoints/last.ckpt), or
     Lightning's keywords ``last``/``best``/``hpc``/``registry``.
+
+    ``last`` is the run's own ``last.ckpt`` (``last``, the path the run's
+    ``LastCheckpoint`` writes) when that file exists; otherwise it is left to
+    Lightning, which looks for ``last*.ckpt`` next to the ModelCheckpoint files and
+    starts from scratch with a warning when there is none.
 
     Raises:
         FileNotFoundError: naming the ``ckpt_path`` value and what was looked for.
     """
+    if ckpt_path == "last" and last is not None and Path(last).is_file():
+        return str(last)
     if ckpt_path is None or ckpt_path in ("last", "best", "hpc", "registry"):
         return ckpt_path
     path = Path(ckpt_path).expanduser()

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import warnings
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from cheeger.callbacks import wandb_loggers
+from cheeger.checkpoint import LastCheckpoint
 from cheeger.config_schema import validate_config
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
@@ -26,28 +30,55 @@ log = logging.getLogger("cheeger.train")
 
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
-    """Run one training job; returns (optimized metric value, all final metrics)."""
+    """Run one training job; returns (optimized metric value, all final metrics).
+
+    Raises:
+        SystemExit: status 143 (128 + SIGTERM) when a SIGTERM stopped the fit, after
+            ``last.ckpt`` was written (``cheeger.checkpoint.LastCheckpoint``).
+    """
     validate_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     run_dir = output_dir(cfg)
     save_resolved_config(cfg, run_dir)
 
-    datamodule = instantiate(cfg.dataset)
+    # The run seed also drives the training order and augmentation (resumable).
+    datamodule = instantiate(cfg.dataset, seed=cfg.get("seed"))
     module = SegmentationModule.from_config(cfg)
     trainer = build_trainer(cfg)
     setup_wandb(trainer, cfg)
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    last = [cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), last[0] if last else None)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        with warnings.catch_warnings():
+            # Lightning cannot see that the datamodule's checkpoint state (not the loader's)
+            # resumes the order mid-epoch, and would warn that the resume is unreliable.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except BaseException:
+        if not trainer.received_sigterm:
+            raise
+        # Lightning turns SIGTERM into SIGTERMException, a SystemExit with status 0 that a
+        # scheduler would read as success (and anything else failing after the signal is
+        # part of the same stop); report it and exit as a terminated process does.
+        saved = [path for path in last if path.is_file()]
+        log.warning(
+            "stopped by SIGTERM at global step %d; %s",
+            trainer.global_step,
+            f"resume with ckpt_path={saved[0]}" if saved else "no checkpoint to resume from",
+        )
+        _finish_wandb(trainer)
+        raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     if "val" in module.results:
         _print_table(module, "val", f"validation ({datamodule.name}, last epoch)")
     if cfg.get("test") and not trainer.fast_dev_run:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        monitored = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+        best = monitored[0].best_model_path if monitored else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         _print_table(module, "test", f"test ({datamodule.name}, best checkpoint)")

@@ -34,6 +34,7 @@ OVERFIT = [
     "debug=overfit",
     "~logger",
     "callbacks.model_checkpoint=null",
+    "callbacks.last_checkpoint=null",
     "+trainer.enable_checkpointing=false",
     "optimizer.lr=0.01",
     "scheduler=constant",

@@ -1,8 +1,27 @@
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
 import torch
 
-from cheeger.checkpoint import AtomicCheckpointIO, atomic_save
+from cheeger.checkpoint import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    atomic_save,
+    rng_states,
+    set_rng_states,
+)
+from cheeger.runner import resolve_ckpt_path
+from cheeger.train import train
+from tests.conftest import ROOT
+from tests.faults import kill_at_marker
 
 
 def test_atomic_save_roundtrip_and_no_temp_left(tmp_path):
@@ -26,3 +45,80 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path):
         pass
     assert torch.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_kill_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    """SIGKILL in the middle of a save: the target still holds the previous checkpoint."""
+    path, marker = tmp_path / "last.ckpt", tmp_path / "writing"
+    child = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from cheeger.checkpoint import atomic_save
+
+        class SlowToPickle:
+            def __reduce__(self):
+                Path({str(marker)!r}).write_text("now")
+                time.sleep(120)
+                return (int, (0,))
+
+        atomic_save({{"step": 1}}, {str(path)!r})
+        atomic_save({{"step": 2, "blob": bytes(1 << 20), "slow": SlowToPickle()}}, {str(path)!r})
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", child], cwd=ROOT)
+    kill_at_marker(process, marker, timeout=120)
+    assert torch.load(path)["step"] == 1
+    # The half-written temporary file is left behind, next to the intact checkpoint.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["last.ckpt", "writing", f".last.ckpt.tmp-{process.pid}"]
+    )
+
+
+def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    atomic_save({"rng": rng_states()}, tmp_path / "rng.ckpt")
+    first = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    set_rng_states(torch.load(tmp_path / "rng.ckpt", weights_only=True)["rng"])
+    again = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    assert torch.equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert first[2] == again[2]
+
+
+def test_last_checkpoint_is_written_at_steps_epoch_ends_and_holds_the_end(
+    compose_train, monkeypatch
+):
+    saved: list[tuple[str, int]] = []
+    original = L.Trainer.save_checkpoint
+
+    def spy(trainer, filepath, *args, **kwargs):
+        saved.append((Path(filepath).name, trainer.global_step))
+        return original(trainer, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", spy)
+    cfg = compose_train(
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "callbacks.panel=null",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+    )
+    train(cfg)
+    last = [step for name, step in saved if name == "last.ckpt"]
+    assert last == [3, 4, 6, 8]  # every 3 steps and both epoch ends (4 batches an epoch)
+    state = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert state["global_step"] == 8 and state["SegmentationDataModule"]["epoch"] == 2
+
+
+def test_last_checkpoint_rejects_a_negative_interval():
+    with pytest.raises(ValueError, match="callbacks.last_checkpoint.every_n_train_steps"):
+        LastCheckpoint("ckpts", every_n_train_steps=-1)
+
+
+def test_ckpt_path_last_is_the_runs_own_last_checkpoint(tmp_path):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert resolve_ckpt_path("last", last) == "last"  # none yet: Lightning's own search
+    atomic_save({}, last)
+    assert resolve_ckpt_path("last", last) == str(last)
+    assert resolve_ckpt_path(str(tmp_path)) == str(last)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from cheeger.module import SegmentationModule
 from cheeger.runner import instantiate_group
 from cheeger.train import train
 from tests.conftest import CONF, OVERFIT, ROOT, TINY, compose
+from tests.faults import kill_at_marker
 from tests.test_train_spectral import small
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -241,3 +243,63 @@ def test_composite_loss_logs_terms_warms_up_and_gets_class_weights(tmp_path):
         tmp_path / "eval",
     )
     assert evaluate(cfg)["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-5)
+
+
+# Two epochs of 8 batches (16 steps), dropout on (its random stream is part of the
+# checkpoint), last.ckpt every 3 steps.
+RESUMABLE = [
+    *TINY,
+    "dataset.batch_size=2",
+    "trainer.max_epochs=2",
+    "trainer.limit_val_batches=1",
+    "trainer.deterministic=true",
+    "head.dropout=0.2",
+    "test=false",
+    "callbacks.panel=null",
+    "callbacks.summary_plots=null",
+    "callbacks.last_checkpoint.every_n_train_steps=3",
+]
+
+
+def last_checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt")
+
+
+def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path):
+    _, reference = train(compose("train", RESUMABLE, tmp_path / "reference"))
+    expected = last_checkpoint(tmp_path / "reference")
+    assert expected["global_step"] == 16
+
+    # 1. A subprocess is SIGKILLed mid-epoch, after last.ckpt was written at step 3, as the
+    #    batch of step 4 starts.
+    run, marker = tmp_path / "run", tmp_path / "stalled"
+    stall = [
+        "+callbacks.stall._target_=tests.faults.StallAtStep",
+        "+callbacks.stall.step=4",
+        f"+callbacks.stall.marker={marker}",
+    ]
+    command = [sys.executable, "-m", "cheeger.train", *RESUMABLE, *stall, f"hydra.run.dir={run}"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    kill_at_marker(process, marker)
+    assert last_checkpoint(run)["global_step"] == 3
+
+    # 2. Resumed with ckpt_path=last in the same run directory, it gets SIGTERM as the batch
+    #    of step 4 starts: it finishes that batch, writes last.ckpt and exits with 128 + 15.
+    signal_at = ["+callbacks.signal._target_=tests.faults.SignalAtStep", "+callbacks.signal.step=4"]
+    with pytest.raises(SystemExit) as stopped:
+        train(compose("train", [*RESUMABLE, "ckpt_path=last", *signal_at], run))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    state = last_checkpoint(run)
+    assert state["global_step"] == 5
+    assert state["SegmentationDataModule"] == {"seed": 0, "epoch": 0, "batches_done": 5}
+
+    # 3. Resumed again, it ends where the uninterrupted run ended, bit for bit.
+    _, resumed = train(compose("train", [*RESUMABLE, "ckpt_path=last"], run))
+    final = last_checkpoint(run)
+    assert final["global_step"] == expected["global_step"]
+    assert resumed == reference  # every final metric, train and val
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], value), name

@@ -13,6 +13,7 @@ Errors name the sample (``source.describe(i)``) and what was expected.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -85,6 +86,22 @@ def normalize_image(
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+def reseed_transform(transform: Callable, seed: int) -> None:
+    """Give an albumentations pipeline one fresh random stream seeded by ``seed``.
+
+    All its transforms share the stream (``set_random_state``), so their draws are
+    independent of each other; albumentations' own ``set_random_seed`` would give every
+    transform the same seed, and a flip would then always come with a colour jitter.
+    """
+    set_state = getattr(transform, "set_random_state", None)
+    if not callable(set_state):
+        raise TypeError(
+            "a seeded sample key needs a transform with set_random_state (an albumentations "
+            f"Compose); found {type(transform).__name__}"
+        )
+    set_state(np.random.default_rng(seed), random.Random(seed))
+
+
 class SegmentationDataset(Dataset):
     """Validated samples as tensors: image (3, H, W) float32 normalised, mask (H, W) int64.
 
@@ -122,9 +139,17 @@ class SegmentationDataset(Dataset):
         check_sample(image, mask, self.num_classes, self.ignore_index, self.source.describe(index))
         return image, mask
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """The sample ``key`` = index, or (index, seed) to reseed the random transform first.
+
+        With a seed the augmentation is a function of (index, seed) alone, which is what
+        makes a resumed run replay it (``cheeger.data.sampling.ResumableSampler``).
+        """
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image, mask = self.raw(index)
         if self.transform is not None:
+            if seed is not None:
+                reseed_transform(self.transform, seed)
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {

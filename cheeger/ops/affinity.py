@@ -141,7 +141,9 @@ def edge_squared_distances(features: Tensor, index: Tensor, metric: Tensor | Non
     The inner products come from a sampled sparse product (memory O(B N (K + C)),
     no (N, K, C) gather), as |y_i|^2 + |y_l|^2 - 2 <y_i, y_l> on features centred per
     batch element (distances are translation invariant; centring shrinks the norms
-    and with them the cancellation), clamped at 0.
+    and with them the cancellation). Values within the rounding error of that sum,
+    2 (C + 2) eps (|y_i|^2 + |y_l|^2), are set to 0 (zero gradient), so exact
+    duplicates are at distance 0.
     """
     check_features(features)
     _check_index(index, features)
@@ -160,7 +162,14 @@ def _squared_distances(mapped: Tensor, index: Tensor, mirror: Tensor | None = No
     neighbour_norms = norms.gather(1, index.reshape(batch, num_nodes * slots))
     neighbour_norms = neighbour_norms.view(batch, num_nodes, slots)
     inner = _EdgeInnerProduct.apply(index, mapped, mapped, mirror)
-    return (norms.unsqueeze(-1) + neighbour_norms - 2.0 * inner).clamp_min(0.0)
+    sum_of_norms = norms.unsqueeze(-1) + neighbour_norms
+    squared = sum_of_norms - 2.0 * inner
+    # The expansion's rounding error is at most 2 (C + 2) eps (|y_i|^2 + |y_l|^2); a value
+    # below it cannot be told from 0 and is set to 0. Exact copies otherwise came out a few
+    # ulps apart, and the self-tuning affinity, whose scales are then a few ulps too, gave
+    # them weights anywhere in [exp(-1), 1] in float32 instead of 1.
+    noise = 2.0 * (mapped.shape[-1] + 2) * torch.finfo(mapped.dtype).eps * sum_of_norms.detach()
+    return torch.where(squared > noise, squared, torch.zeros_like(squared))
 
 
 def _broadcast_per_batch(scale: Tensor, like: Tensor) -> Tensor:

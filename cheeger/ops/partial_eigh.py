@@ -59,7 +59,10 @@ N = 4k-65k is experiments/bench_partial_eigh.py (results/bench_partial_eigh.md).
 Non-convergence within ``max_iter`` iterations: ``on_fail="warn"`` (a RuntimeWarning
 naming the residual reached), ``"raise"`` (:class:`PartialEighNotConverged`) or
 ``"dense"`` (``torch.linalg.eigh`` of the dense Laplacian when N <= ``dense_limit``,
-else a warning).
+else a warning). Non-finite eigenpairs are never returned: unless ``on_fail="raise"``
+they are replaced by the dense solve (with the warning) when N <= ``dense_limit``, and
+raise :class:`PartialEighNotConverged` otherwise. A graph without any edge (L = D - W
+= 0, whose a-priori bound 2 max d is 0) is solved with 1 as the bound.
 
 Backward: implicit differentiation, O(nnz k) memory
 ---------------------------------------------------
@@ -216,7 +219,7 @@ class _LaplacianOperator:
             neighbour = s.gather(1, index.reshape(batch, -1)).view(batch, num_nodes, slots)
             values = weight * s.unsqueeze(-1) * neighbour
             self.scale = None
-        self.bound = lambda_max_bound(plain, kind).view(batch, 1, 1)
+        self.bound = _spectrum_bound(plain, kind).view(batch, 1, 1)
         self.upper = self.bound
         self.upper_list = [float(v) for v in self.upper.view(-1)]
         self.matrices = [_compact_csr(index[b], values[b]) for b in range(batch)]
@@ -260,7 +263,9 @@ class _LaplacianOperator:
         theta, z = torch.linalg.eigh(tridiagonal)
         estimate = theta[:, -1] + betas[-1] * z[:, -1, -1].abs()
         estimate = estimate + 0.01 * theta[:, -1].abs()
-        self.upper = torch.minimum(self.bound.view(-1), estimate).view(batch, 1, 1)
+        upper = torch.minimum(self.bound.view(-1), estimate)
+        # L = 0 (no edge) gives an estimate of 0; the filters need an interval of width > 0.
+        self.upper = torch.where(upper > 0, upper, self.bound.view(-1)).view(batch, 1, 1)
         self.upper_list = [float(v) for v in self.upper.view(-1)]
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -296,6 +301,16 @@ def _compact_csr(index: Tensor, values: Tensor) -> Tensor:
             (num_nodes, num_nodes),
             check_invariants=False,
         )
+
+
+def _spectrum_bound(graph: NeighborGraph, kind: LaplacianKind) -> Tensor:
+    """``lambda_max_bound``, (B,), with 1 where it is 0 (L = D - W of a graph without edges).
+
+    It scales the relative residuals and tops the filters' damped interval; for L = 0 any
+    positive number bounds the spectrum, and 0 would divide by zero in both.
+    """
+    bound = lambda_max_bound(graph, kind)
+    return torch.where(bound > 0, bound, torch.ones_like(bound))
 
 
 # --------------------------------------------------------------------------- dense kernels
@@ -472,7 +487,13 @@ def _sort_columns(values: Tensor, *blocks: Tensor) -> tuple[Tensor, ...]:
 
 
 def _chebyshev_subspace_iteration(
-    operator: _LaplacianOperator, start: Tensor, k: int, tol: float, max_iter: int, degree: int
+    operator: _LaplacianOperator,
+    start: Tensor,
+    k: int,
+    tol: float,
+    max_iter: int,
+    degree: int,
+    min_iter: int = 0,
 ) -> _Ritz:
     """Chebyshev-filtered subspace iteration with Rayleigh-Ritz and hard locking.
 
@@ -480,9 +501,18 @@ def _chebyshev_subspace_iteration(
     damping [θ_m, λ_upper] (θ_m the largest current Ritz value), orthonormalises them
     against the locked ones and projects L onto them (Rayleigh-Ritz). The leading Ritz
     pairs that have converged in every batch element are locked: kept, no longer
-    filtered. Stops when the k leading relative residuals are <= tol, or after
-    ``max_iter`` filter iterations. A last Rayleigh-Ritz over the whole block (its
-    images are kept, so no product) couples the locked and active pairs.
+    filtered. Stops when the k leading relative residuals are <= tol (after at least
+    ``min_iter`` iterations), or after ``max_iter`` filter iterations. A last
+    Rayleigh-Ritz over the whole block (its images are kept, so no product) couples the
+    locked and active pairs.
+
+    Why ``min_iter``: a small residual says that a Ritz value is close to *an*
+    eigenvalue, not to one of the smallest. A random start block projects onto a random
+    subspace that may nearly miss the lowest eigenvector, and its Ritz pairs can pass the
+    residual test all the same when the spectrum is wide (fuzzing found a float32 graph
+    with weights 9 to 24,000 where the unfiltered start returned λ_2 = 30.6 for λ_1 = 0,
+    with a relative residual of 3e-5). One filter pass amplifies the bottom of the
+    spectrum before anything is accepted.
     """
     bound = operator.bound
     width = start.shape[-1]
@@ -494,7 +524,9 @@ def _chebyshev_subspace_iteration(
     upper_flat = operator.upper.view(-1)
     floor = 1e-3 * upper_flat
     iterations = 0
-    while iterations < max_iter and not bool((residuals[:, :k] <= tol).all()):
+    while iterations < max_iter and (
+        iterations < min_iter or not bool((residuals[:, :k] <= tol).all())
+    ):
         converged = (residuals[:, :k] <= tol).all(dim=0)
         locked = int(converged.long().cumprod(0).sum())
         cut = torch.minimum(torch.maximum(values[:, -1], floor), 0.999 * upper_flat)
@@ -537,7 +569,7 @@ def _dense_ritz(graph: NeighborGraph, kind: LaplacianKind, eps: float | None, wi
     matrix = laplacian_to_dense(NeighborGraph(graph.index, graph.weight.detach()), kind, eps)
     values, vectors = torch.linalg.eigh(matrix)
     values, vectors = values[:, :width], vectors[..., :width]
-    upper = lambda_max_bound(NeighborGraph(graph.index, graph.weight.detach()), kind)
+    upper = _spectrum_bound(NeighborGraph(graph.index, graph.weight.detach()), kind)
     image = matrix @ vectors
     residuals = _relative_residuals(values, vectors, image, upper.view(-1, 1, 1))
     return _Ritz(values, vectors, residuals, 0, 0)
@@ -673,6 +705,7 @@ class _Options:
     backward_max_iter: int
     sign: str | None
     seed: int
+    warm: bool
 
 
 class _PartialEigh(torch.autograd.Function):
@@ -692,27 +725,41 @@ class _PartialEigh(torch.autograd.Function):
             operator = _LaplacianOperator(graph, options.kind, options.laplacian_eps)
             generator = torch.Generator(device=weight.device).manual_seed(options.seed + 1)
             operator.tighten_upper(_LANCZOS_STEPS, generator)
+            # A random start block must be filtered once before its pairs are trusted;
+            # a warm start (X0) or a block spanning the whole space need not be.
+            cold = not options.warm and width < index.shape[1]
             ritz = _chebyshev_subspace_iteration(
-                operator, start, k, options.tol, options.max_iter, options.degree
+                operator, start, k, options.tol, options.max_iter, options.degree, int(cold)
             )
             ritz.matvecs += _LANCZOS_STEPS
             method = "chebyshev"
         max_residual = float(ritz.residuals[:, :k].amax())
+        # NaN residuals fail this test too; non-finite pairs are never returned (below).
         if method == "chebyshev" and not max_residual <= options.tol:
+            finite = bool(
+                torch.isfinite(ritz.values[:, :k]).all() and torch.isfinite(ritz.vectors).all()
+            )
             message = (
                 f"partial_eigh did not converge: relative residual {max_residual:.3g} > "
                 f"tol = {options.tol:.3g} after {ritz.iterations} iterations (max_iter = "
-                f"{options.max_iter})"
+                f"{options.max_iter})" + ("" if finite else ", with non-finite eigenpairs")
             )
             num_nodes = index.shape[1]
             if options.on_fail == "raise":
                 raise PartialEighNotConverged(message)
-            if options.on_fail == "dense" and num_nodes <= options.dense_limit:
+            if (options.on_fail == "dense" or not finite) and num_nodes <= options.dense_limit:
                 iterations, matvecs = ritz.iterations, ritz.matvecs
                 ritz = _dense_ritz(graph, options.kind, options.laplacian_eps, width)
                 ritz.iterations, ritz.matvecs = iterations, matvecs
                 method, fallback = "dense", True
                 max_residual = float(ritz.residuals[:, :k].amax())
+                if options.on_fail == "warn":
+                    warnings.warn(f"{message}; solved densely", RuntimeWarning, stacklevel=4)
+            elif not finite:
+                raise PartialEighNotConverged(
+                    f"{message}; N = {num_nodes} > dense_limit = {options.dense_limit}, so "
+                    "there is no dense fallback"
+                )
             else:
                 if options.on_fail == "dense":
                     message += f"; N = {num_nodes} > dense_limit = {options.dense_limit}"
@@ -889,7 +936,8 @@ def partial_eigh(
             predicted to reach ``tol``, at most this).
         method: "chebyshev", or "dense" (torch.linalg.eigh of the dense Laplacian, the
             same backward; small N and testing).
-        on_fail: "warn", "raise" or "dense" when the tolerance is not met in time.
+        on_fail: "warn", "raise" or "dense" when the tolerance is not met in time
+            (non-finite pairs: dense fallback up to ``dense_limit`` unless "raise").
         dense_limit: largest N for which ``on_fail="dense"`` falls back to dense.
         backward: in-subspace gap reciprocal, one of :data:`PARTIAL_BACKWARD_MODES`
             (``power_iteration`` needs the whole spectrum and is not offered).
@@ -990,6 +1038,7 @@ def partial_eigh(
         backward_max_iter=backward_max_iter,
         sign=sign,
         seed=seed,
+        warm=X0 is not None,
     )
     sink: list[PartialEighInfo] = []
     values, vectors = _PartialEigh.apply(weight, index, start, options, sink)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cheeger.data.dataset import SampleError, SegmentationDataset
 from cheeger.data.transforms import train_transform
@@ -68,3 +69,32 @@ def test_augmentation_never_invents_labels():
         out = ds[0]
         assert out["image"].shape == (3, 32, 48)
         assert set(out["mask"].unique().tolist()) <= {0, 1, 2, 3, 255}
+
+
+def test_seeded_key_fixes_the_augmentation():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    mask = rng.integers(0, 4, (24, 40)).astype(np.uint8)
+    ds = SegmentationDataset(
+        ListSource([(image, mask)]),
+        num_classes=4,
+        transform=train_transform(crop=(16, 16), scale=(0.5, 2.0), color_jitter=0.3),
+    )
+    first = ds[(0, 123)]
+    ds[0], ds[(0, 5)]  # draws in between do not matter
+    again = ds[(0, 123)]
+    assert torch.equal(first["image"], again["image"]) and torch.equal(first["mask"], again["mask"])
+    assert first["index"] == 0
+    others = [ds[(0, seed)]["image"] for seed in range(8)]
+    assert not all(torch.equal(others[0], o) for o in others[1:])
+
+
+def test_seeded_key_needs_a_reseedable_transform():
+    ds = SegmentationDataset(
+        ListSource([pair()]),
+        num_classes=3,
+        transform=lambda image, mask: {"image": image, "mask": mask},
+    )
+    assert ds[0]["image"].shape == (3, 8, 12)
+    with pytest.raises(TypeError, match="set_random_state"):
+        ds[(0, 1)]

@@ -199,3 +199,15 @@ def test_degree_cap_bounds_hub_degree(rng):
     assert capped.max_degree <= 4
     validate_graph(capped, check_symmetric=True)
     assert torch.all(to_dense(capped) <= to_dense(free))
+
+
+@pytest.mark.parametrize("affinity", ["gaussian", "self_tuning"])
+def test_float32_copies_have_unit_weight(rng, affinity):
+    """Copies used to come out a few ulps apart; the self-tuning scale of a point whose
+    scale neighbour is a copy is then a few ulps too, and weights fell to exp(-1)."""
+    base = rng.standard_normal((1, 30, 8)) * 10.0
+    x = torch.from_numpy(np.concatenate([base, base], axis=1)).float()
+    graph = knn_graph(x, 4, affinity=affinity, sigma=5.0, scale_neighbor=1)
+    dense = to_dense(graph)[0]
+    copies = torch.stack([dense[i, i + 30] for i in range(30)])
+    assert torch.equal(copies, torch.ones(30))

@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cheeger.ops import partial_eigh as partial_eigh_module
 from cheeger.ops.eigh import canonicalize_eigenvector_signs, eigh
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.knn import knn_graph
@@ -197,6 +198,32 @@ def test_planted_degenerate_spectrum_of_a_cycle():
     np.testing.assert_allclose(np.linalg.norm(pair.T @ fourth), 1.0, atol=1e-9)
 
 
+def test_random_start_is_filtered_before_it_is_accepted():
+    """Found by fuzzing: the unfiltered random block of this float32 graph (weights 9 to
+    24,000) held λ_2 = 30.7 as its lowest Ritz value, with a relative residual of 3e-5 <
+    tol, and was returned for λ_1 = 0."""
+    dense = np.zeros((6, 6))
+    edges = {
+        (0, 3): 25.667829,
+        (1, 2): 352.76006,
+        (1, 4): 15827.3281,
+        (1, 5): 439.487286,
+        (2, 3): 24137.1218,
+        (2, 4): 8619.55227,
+        (3, 4): 9.0799048,
+        (4, 5): 198.006485,
+    }
+    for (i, j), w in edges.items():
+        dense[i, j] = dense[j, i] = w
+    graph = graph_from_dense(dense[None])
+    graph = NeighborGraph(graph.index, graph.weight.float())
+    bound = float(lambda_max_bound(graph, "unnormalized"))
+    for seed in range(5):
+        result = partial_eigh(graph, 1, "unnormalized", seed=seed)
+        assert result.info.iterations >= 1
+        assert abs(float(result.eigenvalues)) <= 1e-4 * bound  # λ_1 = 0, λ_2 = 30.7
+
+
 def test_random_walk_eigenvectors_are_mapped_by_inverse_sqrt_degree():
     graph = point_graph(300, seed=5)
     result = partial_eigh(graph, 6, "random_walk", tol=1e-11)
@@ -261,6 +288,84 @@ def test_on_fail_dense_falls_back_below_the_limit(slow_graph):
     np.testing.assert_allclose(result.eigenvalues[0].numpy(), exact, atol=1e-12)
     with pytest.warns(RuntimeWarning, match="dense_limit = 100"):
         partial_eigh(slow_graph, 6, tol=1e-12, max_iter=1, on_fail="dense", dense_limit=100)
+
+
+def test_on_fail_dense_is_the_dense_solve_forward_and_backward(slow_graph):
+    k = 6
+    g = torch.Generator().manual_seed(5)
+    value_weights = torch.rand(1, k, generator=g, dtype=F64)
+    vector_weights = torch.rand(1, slow_graph.num_nodes, k, generator=g, dtype=F64)
+    fallback_grad, fallback = partial_gradient(
+        slow_graph, "symmetric", k, value_weights, vector_weights, max_iter=1, on_fail="dense"
+    )
+    dense_grad, dense = partial_gradient(
+        slow_graph, "symmetric", k, value_weights, vector_weights, method="dense"
+    )
+    assert fallback.info.fallback and fallback.info.converged
+    assert torch.equal(fallback.eigenvalues, dense.eigenvalues)
+    assert torch.equal(fallback.eigenvectors, dense.eigenvectors)
+    torch.testing.assert_close(fallback_grad, dense_grad, atol=1e-10, rtol=1e-8)
+    values, vectors = torch.linalg.eigh(laplacian_to_dense(slow_graph))
+    torch.testing.assert_close(fallback.eigenvalues, values[:, :k], atol=1e-12, rtol=0)
+    overlap = (fallback.eigenvectors.mT @ vectors[..., :k]).abs()  # same vectors up to sign
+    torch.testing.assert_close(overlap, torch.eye(k, dtype=F64)[None], atol=1e-8, rtol=0)
+
+
+def test_unconverged_pairs_are_finite_with_the_reported_residuals(slow_graph):
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        result = partial_eigh(slow_graph, 6, tol=1e-12, max_iter=1)
+    values, vectors = result.eigenvalues, result.eigenvectors
+    assert bool(torch.isfinite(values).all() and torch.isfinite(vectors).all())
+    laplacian = laplacian_to_dense(slow_graph)
+    residuals = (laplacian @ vectors - vectors * values.unsqueeze(1)).norm(dim=1) / 2.0
+    torch.testing.assert_close(result.info.residuals, residuals, atol=1e-12, rtol=1e-6)
+    assert result.info.max_residual == pytest.approx(float(residuals.max()), rel=1e-6)
+    eye = torch.eye(6, dtype=F64)[None]
+    torch.testing.assert_close(vectors.mT @ vectors, eye, atol=1e-10, rtol=0)
+
+
+@pytest.fixture
+def non_finite_iteration(monkeypatch):
+    """Make the subspace iteration hand back NaN eigenpairs (a numerical breakdown)."""
+    solve = partial_eigh_module._chebyshev_subspace_iteration
+
+    def broken(*args, **kwargs):
+        ritz = solve(*args, **kwargs)
+        ritz.vectors = torch.full_like(ritz.vectors, float("nan"))
+        ritz.residuals = torch.full_like(ritz.residuals, float("nan"))
+        return ritz
+
+    monkeypatch.setattr(partial_eigh_module, "_chebyshev_subspace_iteration", broken)
+
+
+def test_non_finite_pairs_fall_back_to_dense_or_raise(slow_graph, non_finite_iteration):
+    dense = partial_eigh(slow_graph, 4, method="dense")
+    for on_fail in ("warn", "dense"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = partial_eigh(slow_graph, 4, on_fail=on_fail)
+        assert result.info.fallback and torch.equal(result.eigenvectors, dense.eigenvectors)
+        # "warn" says so; "dense" asked for the fallback and gets it silently.
+        said = any("non-finite eigenpairs; solved densely" in str(w.message) for w in caught)
+        assert said == (on_fail == "warn")
+    with pytest.raises(PartialEighNotConverged, match="no dense fallback"):
+        partial_eigh(slow_graph, 4, dense_limit=100)
+    with pytest.raises(PartialEighNotConverged, match="non-finite eigenpairs"):
+        partial_eigh(slow_graph, 4, on_fail="raise")
+
+
+@pytest.mark.parametrize(("kind", "value"), [("unnormalized", 0.0), ("symmetric", 1.0)])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_graph_without_edges(kind, value, dtype):
+    """L = D - W = 0 once divided by its bound 2 max d = 0 (a ZeroDivisionError before)."""
+    index = torch.arange(5).view(1, 5, 1).expand(1, 5, 2).contiguous()
+    graph = NeighborGraph(index, torch.zeros(1, 5, 2, dtype=dtype))
+    result = partial_eigh(graph, 3, kind)
+    assert result.info.converged
+    torch.testing.assert_close(result.eigenvalues, torch.full((1, 3), value, dtype=dtype))
+    eye = torch.eye(3, dtype=dtype)[None]
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(result.eigenvectors.mT @ result.eigenvectors, eye, atol=tol, rtol=0)
 
 
 def test_bad_input_names_the_argument(slow_graph):

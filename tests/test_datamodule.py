@@ -1,0 +1,61 @@
+"""SegmentationDataModule: the resumable training order and its checkpoint state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+
+def batches(loader) -> list[dict]:
+    return list(loader)
+
+
+def test_loader_resumes_the_epoch_it_was_saved_in(compose_train):
+    cfg = compose_train()
+    fresh = instantiate(cfg.dataset, seed=9)
+    assert fresh.state_dict() == {"seed": 9, "epoch": 0, "batches_done": 0}
+    loader = fresh.train_dataloader()
+    loader.sampler.set_epoch(2)
+    epoch = batches(loader)
+    assert len(epoch) == 4  # 16 samples in batches of 4
+
+    resumed = instantiate(cfg.dataset, seed=0)  # the checkpoint's seed wins
+    resumed.load_state_dict({"seed": 9, "epoch": 2, "batches_done": 1})
+    rest = batches(resumed.train_dataloader())
+    assert len(rest) == 3
+    for got, want in zip(rest, epoch[1:], strict=True):
+        assert torch.equal(got["index"], want["index"])
+        assert torch.equal(got["image"], want["image"])  # same crops, flips, jitter
+        assert torch.equal(got["mask"], want["mask"])
+
+
+def test_every_epoch_has_its_own_order_and_val_is_unshuffled(compose_train):
+    datamodule = instantiate(compose_train().dataset, seed=1)
+    loader = datamodule.train_dataloader()
+    orders = []
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        orders.append(torch.cat([b["index"] for b in loader]).tolist())
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(16))
+    assert orders[0] != orders[1]
+    val = torch.cat([b["index"] for b in datamodule.val_dataloader()]).tolist()
+    assert val == list(range(8))
+
+
+def test_unseeded_module_draws_a_seed_and_checkpoints_keep_it(compose_train):
+    cfg = compose_train()
+    first, second = (instantiate(cfg.dataset, seed=None) for _ in range(2))
+    assert first.seed != second.seed  # 31 random bits each
+    second.load_state_dict(first.state_dict())
+    assert second.seed == first.seed
+
+
+def test_bad_seed_and_state_are_named(compose_train):
+    cfg = compose_train()
+    with pytest.raises(InstantiationException, match="seed must be None or an int >= 0"):
+        instantiate(cfg.dataset, seed=-3)
+    datamodule = instantiate(cfg.dataset, seed=0)
+    with pytest.raises(KeyError, match=r"lacks \['batches_done'\]"):
+        datamodule.load_state_dict({"seed": 1, "epoch": 0})
