@@ -62,6 +62,36 @@ def run_variant(overrides: list[str], out_dir: Path) -> dict[str, float]:
     }
 
 
+def write_table(args, shared, rows, load_start, started) -> None:
+    """(Re)write the markdown table with the rows finished so far."""
+    base_step = rows[0][4]
+    lines = [
+        f"# {args.name}",
+        "",
+        f"{datetime.date.today()}, {platform.platform()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads. Command: `python "
+        f"experiments/compare_heads.py {' '.join(sys.argv[1:])}`. Load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; total "
+        f"{(time.perf_counter() - started) / 60:.1f} min.",
+        "",
+        f"Shared overrides: `{' '.join(shared)}`. Time per step: `train/step_time` of the last "
+        "epoch, the median over its training batches of forward + loss + backward + optimizer "
+        "step (cheeger.callbacks.StepTimer); ratio to the first row. Wall: the whole run.",
+        "",
+        "| variant | overrides | seed | val mIoU | val Boundary IoU | val BF | s / step | "
+        "ratio | wall (min) | peak RSS (GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, overrides, seed, result, step in rows:
+        lines.append(
+            f"| {name} | `{' '.join(overrides) or '(defaults)'}` | {seed} | {result['mIoU']:.3f} | "
+            f"{result['boundary_iou']:.3f} | {result['bf']:.3f} | {step:.3f} | "
+            f"{step / base_step:.2f} | {result['wall'] / 60:.1f} | {result['peak_rss_gb']:.2f} |"
+        )
+    path = ROOT / "experiments" / "results" / f"{args.name}.md"
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -99,39 +129,13 @@ def main() -> None:
             result = run_variant([*shared, *overrides, f"seed={seed}"], out_dir)
             step = result["step_time"]
             rows.append((name, overrides, seed, result, step))
+            write_table(args, shared, rows, load_start, started)
             print(
                 f"{name} seed={seed}: val mIoU {result['mIoU']:.3f}, boundary IoU "
                 f"{result['boundary_iou']:.3f}, {step:.3f} s/step",
                 flush=True,
             )
-    base_step = rows[0][4]
-    lines = [
-        f"# {args.name}",
-        "",
-        f"{datetime.date.today()}, {platform.platform()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads. Command: `python "
-        f"experiments/compare_heads.py {' '.join(sys.argv[1:])}`. Load average "
-        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; total "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
-        "",
-        f"Shared overrides: `{' '.join(shared)}`. Time per step: `train/step_time` of the last "
-        "epoch, the median over its training batches of forward + loss + backward + optimizer "
-        "step (cheeger.callbacks.StepTimer); ratio to the first row. Wall: the whole run.",
-        "",
-        "| variant | overrides | seed | val mIoU | val Boundary IoU | val BF | s / step | "
-        "ratio | wall (min) | peak RSS (GB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, overrides, seed, result, step in rows:
-        lines.append(
-            f"| {name} | `{' '.join(overrides) or '(defaults)'}` | {seed} | {result['mIoU']:.3f} | "
-            f"{result['boundary_iou']:.3f} | {result['bf']:.3f} | {step:.3f} | "
-            f"{step / base_step:.2f} | {result['wall'] / 60:.1f} | {result['peak_rss_gb']:.2f} |"
-        )
-    path = ROOT / "experiments" / "results" / f"{args.name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {path}")
+    print(f"wrote {ROOT / 'experiments' / 'results' / f'{args.name}.md'}")
 
 
 if __name__ == "__main__":

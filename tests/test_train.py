@@ -300,6 +300,10 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
     _, resumed = train(compose("train", [*RESUMABLE, "ckpt_path=last"], run))
     final = last_checkpoint(run)
     assert final["global_step"] == expected["global_step"]
-    assert resumed == reference  # every final metric, train and val
+    # Every final metric, train and val, except the wall-clock step time.
+    timing = {"train/step_time"}
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in reference.items() if k not in timing
+    }
     for name, value in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][name], value), name
