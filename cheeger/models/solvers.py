@@ -27,7 +27,7 @@ from torch import Tensor
 from cheeger.ops.chebyshev import chebyshev_coefficients, chebyshev_filter
 from cheeger.ops.eigh import eigh
 from cheeger.ops.graph import NeighborGraph
-from cheeger.ops.laplacian import inverse_degree_power, lambda_max_bound, laplacian_to_dense
+from cheeger.ops.laplacian import inverse_degree_power, laplacian_to_dense
 from cheeger.ops.nystrom import nystrom_fit
 from cheeger.ops.partial_eigh import partial_eigh
 
@@ -65,8 +65,11 @@ class SpectralSolver:
         metric-mapped node features and ``sigma`` the affinity bandwidth (Nyström only)."""
         raise NotImplementedError
 
-    def apply(self, graph: NeighborGraph, x: Tensor, response, kind: str) -> Tensor:
-        """h(L) X for solvers without eigenpairs; ``response(λ (B, M)) -> (B, M)``."""
+    def apply(
+        self, graph: NeighborGraph, x: Tensor, response, kind: str, lambda_max: Tensor
+    ) -> Tensor:
+        """h(L) X for solvers without eigenpairs; ``response(λ (B, M)) -> (B, M)`` on
+        [0, lambda_max (B,)], the spectrum bound the head already computed."""
         raise NotImplementedError
 
 
@@ -197,7 +200,6 @@ class ChebyshevSolver(SpectralSolver):
             raise ValueError(f"solver.order must be an int >= 1, found {order!r}")
         self.order = order
 
-    def apply(self, graph, x, response, kind):
-        lambda_max = lambda_max_bound(graph, kind).to(x.dtype)
+    def apply(self, graph, x, response, kind, lambda_max):
         theta = chebyshev_coefficients(response, self.order, lambda_max)
         return chebyshev_filter(graph, x, theta, kind, lambda_max)

@@ -210,8 +210,6 @@ class SpectralHead(SegmentationHead):
                     self.affinity.map_features(nodes),
                     sigma if self.affinity.uses_sigma else None,
                 )
-                if self.solver.laplacians == ("symmetric",):
-                    lambda_max = torch.full_like(lambda_max, 2.0)
                 floor = floor if floor is not None else noise_floor(nodes.detach())
                 snr = projected_snr(vectors, nodes, floor.sigma2)
                 gate = None
@@ -230,7 +228,7 @@ class SpectralHead(SegmentationHead):
                 def response(eigenvalues: Tensor) -> Tensor:
                     return self.response(eigenvalues, lambda_max)
 
-                filtered = self.solver.apply(graph, value, response, self.laplacian)
+                filtered = self.solver.apply(graph, value, response, self.laplacian, lambda_max)
         filtered = filtered.to(features.dtype).transpose(1, 2).reshape(batch, -1, height, width)
         embedding = torch.cat([features, filtered], dim=1)
         feature_logits = self.classifier(self.dropout(embedding))
