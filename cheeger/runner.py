@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("cheeger")
@@ -41,6 +42,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if not loggers:
         # Lightning refuses a LearningRateMonitor without a logger; it has nothing to write to.
         callbacks = [c for c in callbacks if type(c).__name__ != "LearningRateMonitor"]
+    if cfg.trainer.get("enable_progress_bar") is False:
+        # `trainer.enable_progress_bar=false` wins over callbacks.progress_bar (Lightning
+        # would refuse the combination).
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 

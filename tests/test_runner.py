@@ -1,0 +1,23 @@
+"""cheeger.runner: building the Trainer a config names."""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import ProgressBar
+
+from cheeger.runner import build_trainer
+from tests.conftest import compose
+
+
+def _progress_bars(overrides: list[str], tmp_path) -> list:
+    cfg = compose("train", ["trainer.accelerator=cpu", "trainer.devices=1", *overrides], tmp_path)
+    return [c for c in build_trainer(cfg).callbacks if isinstance(c, ProgressBar)]
+
+
+def test_progress_bar_off_drops_the_callback(tmp_path):
+    # Lightning refuses enable_progress_bar=False with a progress-bar callback in the list.
+    assert _progress_bars(["trainer.enable_progress_bar=false"], tmp_path) == []
+
+
+def test_progress_bar_on_keeps_the_configured_callback(tmp_path):
+    bars = _progress_bars([], tmp_path)
+    assert len(bars) == 1 and bars[0].refresh_rate == 5
