@@ -1,10 +1,12 @@
 """Lightning callbacks: prediction panels during validation, summary plots at the end,
-the time per training step, and prediction files in a dataset's own format."""
+the time and peak memory of training, and prediction files in a dataset's own format."""
 
 from __future__ import annotations
 
 import logging
+import resource
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -58,6 +60,31 @@ class StepTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.times:
             pl_module.log("train/step_time", statistics.median(self.times))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far in MiB: allocated tensors on CUDA, resident set of the process
+    (ru_maxrss: everything, Python and data included) elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB
+
+
+class PeakMemory(L.Callback):
+    """Logs ``train/peak_memory_mb`` at the end of each training epoch: the peak since the
+    process (CPU) or the run (CUDA, statistics reset at the start of fit) began.
+
+    On CPU the figure is monotone over the life of the process, so compare runs made
+    in separate processes (``python -m cheeger.train``, as experiments/head_study.py does).
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("train/peak_memory_mb", peak_memory_mb(pl_module.device))
 
 
 class PredictionPanel(L.Callback):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from cheeger.callbacks import PredictionPanel, SummaryPlots
+from cheeger.callbacks import PredictionPanel, SummaryPlots, peak_memory_mb
 from cheeger.models.heads import SegmentationHead, upsample_logits
 from cheeger.module import SegmentationModule
 
@@ -76,3 +78,15 @@ def test_panel_rejects_bad_eigenvector_shape(compose_train, tmp_path):
         panel._eigenvector_columns({"eigenvectors": torch.zeros(1, 10, 3)}, (4, 4))
     with pytest.raises(ValueError, match="every_n_epochs"):
         PredictionPanel(str(tmp_path), every_n_epochs=0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_cpu_peak_memory_is_the_process_high_water_mark():
+    def high_water_mb() -> float:  # the kernel's own figure, read independently
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                    if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    before = high_water_mb()
+    measured = peak_memory_mb(torch.device("cpu"))
+    assert before - 1 <= measured <= high_water_mb() + 1

@@ -1,0 +1,322 @@
+"""The head study: ConvHead against SpectralHead variants, same backbone, data and seeds.
+
+Reads a study file (default ``experiments/head_study.yaml``: seeds, baseline, shared
+overrides, variants), trains every (variant, seed) with ``python -m cheeger.train`` in its
+own process (so that peak memory is the run's own) and directory
+``outputs/experiments/<name>/<variant>/seed<k>``, and writes
+``experiments/results/<name>.md`` with
+
+* test mIoU, Boundary IoU, BF and the trimap curve (IoU in bands of growing width around
+  the true boundaries) of the best-val checkpoint, mean +- std over seeds,
+* time per training step (``train/step_time``: median over the last epoch's batches) and
+  its ratio to the baseline, peak memory (``train/peak_memory_mb``), wall time per run,
+* a paired comparison of every variant with the baseline over seeds: the per-seed
+  differences, their mean +- std and the two-sided paired t-test p-value,
+
+plus ``experiments/results/<name>_trimap.png`` (the trimap curves). The table is rewritten
+after every run, and finished runs are not trained again: a stopped study resumes where it
+stopped (``--fresh`` retrains everything). Examples, from the repository root:
+
+    .venv/bin/python experiments/head_study.py                        # the committed study
+    .venv/bin/python experiments/head_study.py --seeds 0 --variants conv spectral_lanczos_temper
+    .venv/bin/python experiments/head_study.py --name head_study_cityscapes \\
+        --override dataset=cityscapes dataset.root=/data/cityscapes trainer=gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+SCORES = ("mIoU", "boundary_iou", "bf")
+SCORE_NAMES = {"mIoU": "mIoU", "boundary_iou": "Boundary IoU", "bf": "BF"}
+
+
+@dataclass
+class Run:
+    """The figures of one finished (variant, seed) training run."""
+
+    variant: str
+    seed: int
+    scores: dict[str, float]  # test mIoU, boundary_iou, bf
+    trimap: dict[int, float]  # band width (px) -> test IoU in that band
+    step_time: float  # s, median over the last epoch's training batches
+    peak_memory_mb: float
+    wall_s: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def load_study(path: Path) -> dict:
+    """The study file, checked: name, seeds, baseline, shared, variants."""
+    study = yaml.safe_load(path.read_text())
+    for key, kind in (
+        ("name", str),
+        ("seeds", list),
+        ("baseline", str),
+        ("shared", list),
+        ("variants", dict),
+    ):
+        if not isinstance(study.get(key), kind):
+            raise ValueError(f"{path}: `{key}` must be a {kind.__name__}, found {study.get(key)!r}")
+    if study["baseline"] not in study["variants"]:
+        raise ValueError(
+            f"{path}: baseline {study['baseline']!r} is not among the variants "
+            f"{sorted(study['variants'])}"
+        )
+    return study
+
+
+def final_metrics(metrics_csv: Path) -> dict[str, float]:
+    """The last logged value of every column of a Lightning CSVLogger metrics.csv."""
+    if not metrics_csv.is_file():
+        raise FileNotFoundError(
+            f"{metrics_csv} not found: the study reads the CSV logger's file (keep logger=csv)"
+        )
+    last: dict[str, float] = {}
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            for key, value in row.items():
+                if value not in ("", None):
+                    last[key] = float(value)
+    return last
+
+
+def read_run(variant: str, seed: int, run_dir: Path, wall_s: float) -> Run:
+    """A Run from a finished run directory (its metrics.csv)."""
+    metrics = final_metrics(run_dir / "metrics.csv")
+    missing = [f"test/{s}" for s in SCORES if f"test/{s}" not in metrics]
+    if missing:
+        raise KeyError(
+            f"{run_dir / 'metrics.csv'} has no {missing}: was the run made with test=true?"
+        )
+    trimap = {
+        int(key.split("@")[1]): value
+        for key, value in metrics.items()
+        if key.startswith("test/trimap_iou@")
+    }
+    return Run(
+        variant=variant,
+        seed=seed,
+        scores={s: metrics[f"test/{s}"] for s in SCORES},
+        trimap=dict(sorted(trimap.items())),
+        step_time=metrics.get("train/step_time", math.nan),
+        peak_memory_mb=metrics.get("train/peak_memory_mb", math.nan),
+        wall_s=wall_s,
+        extra={"val/mIoU": metrics.get("val/mIoU", math.nan)},
+    )
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; nan for a single value)."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if array.size > 1 else math.nan
+    return float(array.mean()), std
+
+
+def paired(baseline: dict[int, float], other: dict[int, float]) -> dict:
+    """Paired comparison over the seeds both have: differences other - baseline, their
+    mean and std, and the two-sided paired t-test p-value (nan below 2 pairs or when
+    every difference is the same)."""
+    seeds = sorted(set(baseline) & set(other))
+    diffs = [other[s] - baseline[s] for s in seeds]
+    mean, std = mean_std(diffs) if diffs else (math.nan, math.nan)
+    p_value = math.nan
+    if len(diffs) >= 2 and np.ptp(diffs) > 1e-12:  # equal differences: t undefined
+        p_value = float(
+            stats.ttest_rel([other[s] for s in seeds], [baseline[s] for s in seeds]).pvalue
+        )
+    return {"seeds": seeds, "diffs": diffs, "mean": mean, "std": std, "p": p_value}
+
+
+def _pm(values: list[float], digits: int = 3) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def report(study: dict, runs: list[Run], header: str) -> str:
+    """The markdown report of the finished runs."""
+    by_variant: dict[str, list[Run]] = {}
+    for run in runs:
+        by_variant.setdefault(run.variant, []).append(run)
+    base_runs = by_variant.get(study["baseline"], [])
+    base_step = float(np.median([r.step_time for r in base_runs])) if base_runs else math.nan
+    lines = [header, "", "## Scores (test split, best-val checkpoint; mean ± std over seeds)", ""]
+    lines += [
+        "| variant | seeds | mIoU | Boundary IoU | BF | s / step | ratio to "
+        f"{study['baseline']} | peak memory (MB) | wall per run (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, group in by_variant.items():
+        steps = [r.step_time for r in group]
+        lines.append(
+            f"| {name} | {len(group)} | {_pm([r.scores['mIoU'] for r in group])} | "
+            f"{_pm([r.scores['boundary_iou'] for r in group])} | "
+            f"{_pm([r.scores['bf'] for r in group])} | {_pm(steps, 2)} | "
+            f"{float(np.median(steps)) / base_step:.2f} | "
+            f"{max(r.peak_memory_mb for r in group):.0f} | "
+            f"{np.mean([r.wall_s for r in group]) / 60:.1f} |"
+        )
+    lines += ["", f"## Paired over seeds: variant - {study['baseline']}", ""]
+    lines += [
+        "| variant | score | per-seed differences | mean ± std | paired t-test p |",
+        "|---|---|---|---|---|",
+    ]
+    base_by_seed = {s: {r.seed: r.scores[s] for r in base_runs} for s in SCORES}
+    for name, group in by_variant.items():
+        if name == study["baseline"]:
+            continue
+        for score in SCORES:
+            result = paired(base_by_seed[score], {r.seed: r.scores[score] for r in group})
+            diffs = ", ".join(f"{d:+.3f}" for d in result["diffs"]) or "(no common seed)"
+            spread = "" if math.isnan(result["std"]) else f" ± {result['std']:.3f}"
+            p_text = "n/a" if math.isnan(result["p"]) else f"{result['p']:.3f}"
+            lines.append(
+                f"| {name} | {SCORE_NAMES[score]} | {diffs} | "
+                f"{result['mean']:+.3f}{spread} | {p_text} |"
+            )
+    widths = sorted({w for r in runs for w in r.trimap})
+    if widths:
+        lines += ["", "## Trimap curve: test IoU within w pixels of a true boundary", ""]
+        lines += [
+            "| variant | " + " | ".join(f"w = {w}" for w in widths) + " |",
+            "|---|" + "---|" * len(widths),
+        ]
+        for name, group in by_variant.items():
+            cells = [_pm([r.trimap.get(w, math.nan) for r in group]) for w in widths]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| variant | seed | val mIoU | test mIoU | test Boundary IoU | "
+        "test BF | s / step | peak memory (MB) | wall (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.variant} | {r.seed} | {r.extra.get('val/mIoU', math.nan):.3f} | "
+            f"{r.scores['mIoU']:.3f} | {r.scores['boundary_iou']:.3f} | {r.scores['bf']:.3f} | "
+            f"{r.step_time:.3f} | {r.peak_memory_mb:.0f} | {r.wall_s / 60:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_trimap(runs: list[Run], path: Path) -> None:
+    """Trimap IoU against band width per variant (mean over seeds, min-max band)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for name in dict.fromkeys(r.variant for r in runs):
+        group = [r for r in runs if r.variant == name]
+        widths = sorted({w for r in group for w in r.trimap})
+        if not widths:
+            continue
+        values = np.asarray([[r.trimap.get(w, np.nan) for w in widths] for r in group])
+        ax.plot(widths, values.mean(0), marker="o", label=name)
+        ax.fill_between(widths, values.min(0), values.max(0), alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("band width around true boundaries (px)")
+    ax.set_ylabel("test mIoU inside the band")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def train_run(overrides: list[str], run_dir: Path) -> float:
+    """Train one run in a child process; returns its wall time (s). Raises with the log's
+    tail when it fails."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "cheeger.train", *overrides, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env.setdefault("WANDB_MODE", "offline")
+    start = time.perf_counter()
+    with (run_dir / "study.log").open("w") as log:
+        code = subprocess.call(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
+        tail = (run_dir / "study.log").read_text().splitlines()[-20:]
+        raise RuntimeError(f"run failed (exit {code}): {' '.join(command)}\n" + "\n".join(tail))
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> list[Run]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "experiments" / "head_study.yaml")
+    parser.add_argument("--name", help="output name (default: the study file's `name`)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the study file's seeds")
+    parser.add_argument("--variants", nargs="+", help="a subset of the study's variants")
+    parser.add_argument("--override", nargs="*", default=[], help="overrides for every run")
+    parser.add_argument("--out-root", type=Path, default=ROOT / "outputs" / "experiments")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="retrain finished runs too")
+    args = parser.parse_args(argv)
+    study = load_study(args.config)
+    name = args.name or study["name"]
+    seeds = args.seeds or study["seeds"]
+    variants = study["variants"]
+    if args.variants:
+        unknown = sorted(set(args.variants) - set(variants))
+        if unknown:
+            raise SystemExit(
+                f"--variants: {unknown} not in {args.config} (have {sorted(variants)})"
+            )
+        variants = {v: variants[v] for v in args.variants}
+    shared = [*study["shared"], *args.override]
+    args.results.mkdir(parents=True, exist_ok=True)
+    table = args.results / f"{name}.md"
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
+    config = args.config.resolve()
+    shown_config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
+    runs: list[Run] = []
+    jobs = [(v, s) for v in variants for s in seeds]
+    for variant, seed in tqdm(jobs, desc=name, unit="run"):
+        run_dir = args.out_root / name / variant / f"seed{seed}"
+        done = run_dir / "study.json"
+        if args.fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if done.is_file():
+            wall = json.loads(done.read_text())["wall_s"]
+        else:
+            wall = train_run([*shared, *variants[variant], f"seed={seed}"], run_dir)
+            done.write_text(json.dumps({"wall_s": wall}))
+        runs.append(read_run(variant, seed, run_dir, wall))
+        header = (
+            f"# {name}\n\n{datetime.date.today()}, {platform.platform()}, {os.cpu_count()} CPUs. "
+            f"Command: `python experiments/head_study.py {' '.join(argv or sys.argv[1:])}` "
+            f"(study file `{shown_config}`). "
+            f"Load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} now; "
+            f"{(time.perf_counter() - started) / 60:.1f} min of this invocation.\n\n"
+            f"Shared overrides: `{' '.join(shared)}`. Variants: "
+            + "; ".join(f"{v} = `{' '.join(o) or '(defaults)'}`" for v, o in variants.items())
+            + "."
+        )
+        table.write_text(report({**study, "variants": variants}, runs, header))
+        plot_trimap(runs, args.results / f"{name}_trimap.png")
+    print(table.read_text())
+    return runs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""experiments/head_study.py: statistics against hand computations, the report, and a tiny
+real study (two variants x one seed, trained as `python -m cheeger.train` subprocesses)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from tests.conftest import ROOT, TINY
+
+spec = importlib.util.spec_from_file_location("head_study", ROOT / "experiments" / "head_study.py")
+head_study = importlib.util.module_from_spec(spec)
+sys.modules["head_study"] = head_study
+spec.loader.exec_module(head_study)
+
+
+def test_mean_std_is_the_sample_standard_deviation():
+    mean, std = head_study.mean_std([0.5, 0.7, 0.9])
+    assert mean == pytest.approx(0.7)
+    assert std == pytest.approx(math.sqrt(((0.2**2) * 2) / 2))  # ddof = 1
+    assert math.isnan(head_study.mean_std([0.4])[1])
+
+
+def test_paired_t_test_matches_the_textbook_formula():
+    base = {0: 0.50, 1: 0.55, 2: 0.61, 3: 0.58}
+    other = {0: 0.53, 1: 0.56, 2: 0.66, 3: 0.60, 9: 0.99}  # seed 9 has no partner
+    result = head_study.paired(base, other)
+    d = np.array([0.03, 0.01, 0.05, 0.02])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    assert result["seeds"] == [0, 1, 2, 3]
+    np.testing.assert_allclose(result["diffs"], d, atol=1e-12)
+    assert result["mean"] == pytest.approx(d.mean())
+    assert result["p"] == pytest.approx(2 * stats.t.sf(abs(t), df=len(d) - 1))
+    # equal differences: no variance, no test
+    assert math.isnan(head_study.paired({0: 0.1, 1: 0.2}, {0: 0.2, 1: 0.3})["p"])
+
+
+def _run(variant, seed, miou, step):
+    return head_study.Run(
+        variant,
+        seed,
+        {"mIoU": miou, "boundary_iou": miou / 2, "bf": miou / 3},
+        {1: miou / 4, 4: miou / 2},
+        step,
+        1000.0 + seed,
+        60.0,
+    )
+
+
+def test_report_has_means_ratios_paired_rows_and_trimap(tmp_path):
+    study = {"baseline": "conv", "variants": {"conv": [], "spec": ["head=spectral"]}}
+    runs = [
+        _run("conv", 0, 0.6, 0.5),
+        _run("conv", 1, 0.7, 0.7),
+        _run("spec", 0, 0.65, 1.0),
+        _run("spec", 1, 0.8, 1.4),
+    ]
+    text = head_study.report(study, runs, "# t")
+    assert "| conv | 2 | 0.650 ± 0.071 |" in text
+    assert "| 2.00 | 1001 |" in text  # median step ratio 1.2 / 0.6, the max peak memory
+    assert "| spec | mIoU | +0.050, +0.100 | +0.075 ± 0.035 |" in text
+    assert "w = 1 | w = 4" in text and text.count("| spec | 0 |") == 1
+    head_study.plot_trimap(runs, tmp_path / "trimap.png")
+    assert (tmp_path / "trimap.png").stat().st_size > 1000
+
+
+def test_bad_study_file_names_the_key(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "seeds": [0],
+                "baseline": "conv",
+                "shared": [],
+                "variants": {"spectral": []},
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="baseline 'conv' is not among the variants"):
+        head_study.load_study(path)
+    path.write_text(yaml.safe_dump({"name": "x", "seeds": 0}))
+    with pytest.raises(ValueError, match="`seeds` must be a list, found 0"):
+        head_study.load_study(path)
+
+
+def test_committed_study_file_is_valid():
+    study = head_study.load_study(ROOT / "experiments" / "head_study.yaml")
+    assert len(study["seeds"]) >= 3 and "conv" in study["variants"]
+    assert any("head=spectral" in v for v in study["variants"].values())
+
+
+def test_tiny_study_end_to_end_and_resume(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "seeds": [0],
+                "baseline": "conv",
+                "shared": [
+                    *TINY,
+                    "logger=csv",
+                    "callbacks.panel=null",
+                    "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=1",
+                    "trainer.limit_val_batches=1",
+                    "trainer.limit_test_batches=1",
+                    "test=true",
+                ],
+                "variants": {"conv": [], "conv_lr": ["optimizer.lr=0.01"]},
+            }
+        )
+    )
+    argv = [
+        "--config",
+        str(config),
+        "--out-root",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    runs = head_study.main(argv)
+    assert [(r.variant, r.seed) for r in runs] == [("conv", 0), ("conv_lr", 0)]
+    for run in runs:
+        assert 0 <= run.scores["mIoU"] <= 1 and run.step_time > 0 and run.peak_memory_mb > 50
+        assert set(run.trimap) == {1, 2, 4, 8, 16}
+    table = (tmp_path / "results" / "tiny.md").read_text()
+    assert "| conv_lr | mIoU |" in table and "| n/a |" in table  # one pair: no t-test
+    assert (tmp_path / "results" / "tiny_trimap.png").is_file()
+    # A second invocation reads the finished runs instead of training them again.
+    marker = tmp_path / "runs" / "tiny" / "conv" / "seed0" / "study.json"
+    marker.write_text(json.dumps({"wall_s": 123.0}))
+    again = head_study.main(argv)
+    assert again[0].wall_s == 123.0 and again[0].scores == runs[0].scores
