@@ -24,6 +24,23 @@ def test_unet_gradients_reach_first_layer():
     assert grad is not None and grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("output_stride", [1, 2])
+def test_channels_last_layout_changes_speed_not_results(output_stride):
+    torch.manual_seed(0)
+    plain = UNet(base_channels=4, depth=2, output_stride=output_stride).double()
+    nhwc = UNet(base_channels=4, depth=2, output_stride=output_stride, channels_last=True)
+    nhwc = nhwc.double()
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 16, 24, dtype=torch.float64, requires_grad=True)
+    out = nhwc(x)
+    assert out.is_contiguous()  # heads may .view() the features
+    torch.testing.assert_close(out, plain(x), rtol=1e-10, atol=1e-10)
+    (grad_nhwc,) = torch.autograd.grad(out.square().sum(), x)
+    (grad_plain,) = torch.autograd.grad(plain(x).square().sum(), x)
+    torch.testing.assert_close(grad_nhwc, grad_plain, rtol=1e-10, atol=1e-10)
+
+
 def test_unet_bad_arguments():
     with pytest.raises(ValueError, match="output_stride"):
         UNet(depth=2, output_stride=8)
