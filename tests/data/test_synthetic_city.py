@@ -45,6 +45,18 @@ def test_same_seed_in_another_object_gives_identical_arrays(dataset: SyntheticCi
         np.testing.assert_array_equal(dataset.load(index)[1], other.load(index)[1])
 
 
+def test_cache_returns_the_generated_arrays_and_protects_them(dataset: SyntheticCity) -> None:
+    cached = SyntheticCity("train", HEIGHT, WIDTH, lengths={"train": N_SAMPLES}, cache=True)
+    image, mask = cached.load(3)
+    image[:] = 0  # a caller writing into its sample must not change the cache
+    mask[:] = 0
+    for _ in range(2):
+        again = cached.load(3)
+        np.testing.assert_array_equal(again[0], dataset.load(3)[0])
+        np.testing.assert_array_equal(again[1], dataset.load(3)[1])
+    assert list(cached._cache) == [3]
+
+
 def test_different_seed_gives_different_samples(dataset: SyntheticCity) -> None:
     other = SyntheticCity("train", HEIGHT, WIDTH, seed=1)
     assert not np.array_equal(dataset.load(0)[1], other.load(0)[1])
@@ -214,6 +226,7 @@ def test_accepts_numpy_integer_index(dataset: SyntheticCity) -> None:
         ({"noise_std": -0.1}, "noise_std"),
         ({"blur_sigma": float("nan")}, "blur_sigma"),
         ({"color_jitter": -1.0}, "color_jitter"),
+        ({"cache": "yes"}, "cache"),
     ],
 )
 def test_invalid_arguments_name_the_argument(kwargs: dict, argument: str) -> None:
