@@ -76,15 +76,16 @@ def test_typo_in_override_fails_at_compose(tmp_path):
 def test_train_resume_and_eval(tmp_path):
     run1 = tmp_path / "run1"
     limits = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]
-    cfg = compose(
-        "train", [*TINY, *limits, "trainer.max_epochs=1", "callbacks.panel.every_n_epochs=1"], run1
-    )
+    first = ["trainer.max_epochs=1", "callbacks.panel.every_n_epochs=1"]
+    weights = ["loss.class_weights=median_frequency"]
+    cfg = compose("train", [*TINY, *limits, *first, *weights], run1)
     value, metrics = train(cfg)
     assert value == metrics["val/mIoU"] and 0.0 <= value <= 1.0
+    assert metrics["train/step_time"] > 0 and metrics["train/peak_memory_mb"] > 50
     last = run1 / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)
     assert state["global_step"] == 2
-    # median-frequency weights (the default) were computed from the data and stored
+    # median-frequency weights were computed from the data and stored
     weights = state["state_dict"]["loss_fn.weight"]
     assert weights.shape == (19,) and weights.max() > 1.0 > weights.min()
     assert (run1 / "metrics.csv").read_text().count("val/mIoU") == 1
@@ -301,7 +302,7 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
     final = last_checkpoint(run)
     assert final["global_step"] == expected["global_step"]
     # Every final metric, train and val, except the wall-clock step time.
-    timing = {"train/step_time"}
+    timing = {"train/step_time", "train/peak_memory_mb"}
     assert {k: v for k, v in resumed.items() if k not in timing} == {
         k: v for k, v in reference.items() if k not in timing
     }

@@ -85,6 +85,9 @@ class CrossEntropy(nn.Module):
             the state dict, so a resumed or evaluated model uses the same ones.
         ignore_index: target value that contributes nothing.
         label_smoothing: passed to ``F.cross_entropy``.
+        class_weight_power: p in (0, 1]: dataset-derived weights are installed as w_c^p
+            (0.5 softens median-frequency balancing, so thin classes are learned without
+            the large classes being over-run; 1 keeps it as is).
 
     Shapes:
         forward(logits (B, C, H, W), target (B, H, W), aux=None) -> scalar
@@ -99,8 +102,14 @@ class CrossEntropy(nn.Module):
         class_weights: Sequence[float] | str | None = None,
         ignore_index: int = IGNORE_INDEX,
         label_smoothing: float = 0.0,
+        class_weight_power: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.0 < class_weight_power <= 1.0:
+            raise ValueError(
+                f"loss.class_weight_power must be in (0, 1], found {class_weight_power!r}"
+            )
+        self.class_weight_power = float(class_weight_power)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
@@ -126,8 +135,9 @@ class CrossEntropy(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def set_class_weights(self, weights: Tensor) -> None:
-        """Install dataset-derived class weights (C,) (for ``class_weights='median_frequency'``)."""
-        weights = torch.as_tensor(weights, dtype=torch.float32)
+        """Install dataset-derived class weights (C,) (for ``class_weights='median_frequency'``),
+        raised to ``class_weight_power``."""
+        weights = torch.as_tensor(weights, dtype=torch.float32) ** self.class_weight_power
         if weights.shape != (self.num_classes,):
             raise ValueError(
                 f"class weights must have num_classes={self.num_classes} entries, "

@@ -46,6 +46,15 @@ def test_median_frequency_weights_are_installed_and_checkpointed():
         CrossEntropy(num_classes=3, class_weights="inverse")
 
 
+def test_class_weight_power_softens_dataset_weights():
+    loss = CrossEntropy(num_classes=3, class_weights="median_frequency", class_weight_power=0.5)
+    loss.set_class_weights(torch.tensor([0.25, 1.0, 9.0]))
+    assert torch.allclose(loss.weight, torch.tensor([0.5, 1.0, 3.0]))
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match=f"loss.class_weight_power must be in .*{bad}"):
+            CrossEntropy(num_classes=3, class_weight_power=bad)
+
+
 def test_pixel_losses_and_weights_by_hand():
     # pixel 0: label 0, p0 = e^2 / (e^2 + 1); pixel 1: label 1, p1 = e / (e + 1); pixel 2 ignored
     logits = torch.tensor([[[[2.0, 0.0, 5.0]], [[0.0, 1.0, 5.0]]]], dtype=torch.float64)
