@@ -13,6 +13,7 @@ from PIL import Image
 
 from cheeger.data.dataset import SampleError, SegmentationDataset
 from cheeger.data.skipping import SkippedSample, collate_skipping, skip_report
+from cheeger.eval import evaluate
 from cheeger.train import train
 from tests.conftest import compose
 from tests.data.test_dataset import ListSource, pair
@@ -148,5 +149,29 @@ def test_skip_bad_trains_and_reports_the_bad_files_each_epoch(workers, tmp_path,
         for line, (number, reason) in zip(lines, BAD.items(), strict=True):
             assert re.search(rf"folder\[{split}\]\[{split}_{number}\] .*: .*{reason}", line), line
         assert f"{split}_0" not in report
-    if workers == 0:  # the panel shows the one good val image and leaves the bad ones out
-        assert (tmp_path / "run" / "panels" / "epoch_000.png").is_file()
+    if workers > 0:
+        return
+    # The panel shows the one good val image and leaves the bad ones out.
+    assert (tmp_path / "run" / "panels" / "epoch_000.png").is_file()
+    # cheeger.eval skips, counts and lists the same files, and exports the good one only.
+    cfg = compose(
+        "eval",
+        [
+            "dataset=folder",
+            f"dataset.root={tmp_path / 'data'}",
+            "dataset.skip_bad=true",
+            "dataset.num_workers=0",
+            f"ckpt_path={tmp_path / 'run'}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.enable_progress_bar=false",
+        ],
+        tmp_path / "eval",
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cheeger"):
+        evaluated = evaluate(cfg)
+    assert evaluated["val/skipped_samples"] == 3.0
+    assert any("val epoch 0: skipped 3 " in r.getMessage() for r in caplog.records)
+    exported = tmp_path / "eval" / "predictions" / "val"
+    assert sorted(p.name for p in exported.iterdir()) == ["val_0.png"]
