@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cheeger.data.classes import CITYSCAPES_CLASSES, class_palette
+from cheeger.data.skipping import SkippedSample
 from cheeger.report import (
     error_map,
     heat_map,
@@ -136,6 +137,8 @@ class PredictionPanel(L.Callback):
         path, rows = self.render(
             pl_module, datamodule, self.out_dir / f"epoch_{trainer.current_epoch:03d}.png"
         )
+        if path is None:
+            return
         self.paths.append(path)
         for logger in wandb_loggers(trainer):
             self._log_wandb(logger, path, rows, pl_module.class_names)
@@ -160,8 +163,12 @@ class PredictionPanel(L.Callback):
     @torch.no_grad()
     def render(
         self, pl_module: L.LightningModule, datamodule, path: Path
-    ) -> tuple[Path, list[dict]]:
-        """Write the panel; returns its path and the rows (with raw label ids)."""
+    ) -> tuple[Path | None, list[dict]]:
+        """Write the panel; returns its path and the rows (with raw label ids).
+
+        Images skipped as bad (``dataset.skip_bad``) are left out; when all are, no
+        panel is written and the path is None.
+        """
         dataset = datamodule.dataset("val")
         count = min(self.num_images, len(dataset))
         indices = np.linspace(0, len(dataset) - 1, count).round().astype(int)
@@ -174,6 +181,8 @@ class PredictionPanel(L.Callback):
         try:
             for i in indices:
                 sample = dataset[int(i)]
+                if isinstance(sample, SkippedSample):
+                    continue
                 image = sample["image"].unsqueeze(0).to(pl_module.device)
                 logits, aux = pl_module(image)
                 pred = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
@@ -188,15 +197,20 @@ class PredictionPanel(L.Callback):
                 row.update(self._eigenvector_columns(aux, target.shape))
                 if "eigenvalues" in aux and "response" in aux:
                     spectra.append(
-                        (aux["eigenvalues"][0].float().cpu(), aux["response"][0].float().cpu())
+                        (
+                            int(i),
+                            (aux["eigenvalues"][0].float().cpu(), aux["response"][0].float().cpu()),
+                        )
                     )
                 shown.append(row)
                 rows.append({**row, "pred_ids": pred, "target_ids": target})
         finally:
             pl_module.train(was_training)
+        if not shown:
+            return None, rows
         if spectra:
             response_path = path.with_name(f"response_{path.name}")
-            curves = {f"val image {int(i)}": s for i, s in zip(indices, spectra, strict=False)}
+            curves = {f"val image {i}": curve for i, curve in spectra}
             self.paths.append(plot_response(curves, response_path, "spectral response h(λ)"))
         return save_panel(shown, path, title=path.stem.replace("_", " ")), rows
 

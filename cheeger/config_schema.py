@@ -70,6 +70,7 @@ SCHEMA: dict[str, Field] = {
     "dataset.eval_batch_size": POSITIVE_INT,
     "dataset.num_workers": NON_NEGATIVE_INT,
     "dataset.num_classes": POSITIVE_INT,
+    "dataset.skip_bad": Field(bool),
     "model.base_channels": POSITIVE_INT,
     "model.depth": POSITIVE_INT,
     "model.output_stride": POSITIVE_INT,

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from cheeger.data.classes import IGNORE_INDEX, check_palette
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
 from cheeger.data.sampling import ResumableSampler
+from cheeger.data.skipping import collate_skipping
 from cheeger.data.transforms import eval_transform, train_transform
 
 SPLITS = ("train", "val", "test")
@@ -64,6 +65,10 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: label never counted.
         seed: seed of the training order and augmentation (``cheeger.train`` passes the
             run's ``seed``); None draws one, which checkpoints keep for resuming.
+        skip_bad: leave samples with bad data (unreadable file, wrong mask size, label
+            outside the class set) out of their batch instead of stopping; the module
+            counts them (``{stage}/skipped_samples``) and lists them at each epoch end.
+            False: the first bad sample stops the run with an error naming it.
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: int = IGNORE_INDEX,
         pin_memory: bool = False,
         seed: int | None = None,
+        skip_bad: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -111,6 +117,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.ignore_index = ignore_index
         self.pin_memory = pin_memory
+        self.skip_bad = skip_bad
         self.datasets: dict[str, SegmentationDataset] = {}
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an int >= 0, found {seed!r}")
@@ -136,6 +143,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 mean=self.mean,
                 std=self.std,
                 ignore_index=self.ignore_index,
+                skip_bad=self.skip_bad,
             )
         return self.datasets[split]
 
@@ -153,6 +161,8 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            # Bad samples arrive as markers: batch the good ones, list the markers.
+            collate_fn=collate_skipping if self.skip_bad else None,
             # Its own generator: creating an iterator then never draws from the global
             # RNG, whose stream (dropout) a resumed run restores from the checkpoint.
             generator=torch.Generator().manual_seed(self.seed),

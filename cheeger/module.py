@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.iou import SegmentationIoU
@@ -56,6 +57,11 @@ class SegmentationModule(L.LightningModule):
     Logged per stage: ``loss``, ``loss/<term>`` (for a loss with ``last_terms``, such
     as ``CompositeLoss``), ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
     test also ``boundary_iou``, ``bf`` and ``trimap_iou@<w>`` for each width.
+
+    Bad samples left out by ``dataset.skip_bad`` (``cheeger.data.skipping``): counted
+    per epoch as ``<stage>/skipped_samples`` (summed over ranks) and listed in one
+    warning at the epoch's end; a batch of bad samples only is no step at all (no
+    loss, no metric update; in training no parameter update, the step still counts).
     """
 
     def __init__(
@@ -98,6 +104,10 @@ class SegmentationModule(L.LightningModule):
             self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
         self.results: dict[str, dict[str, Tensor]] = {}
+        # Samples skipped by dataset.skip_bad: in the running epoch (a stage's entry
+        # exists once a batch came from a skipping loader) and in the last finished one.
+        self._skipped: dict[str, list[SkippedSample]] = {}
+        self.skipped_samples: dict[str, list[SkippedSample]] = {}
         # The config subtrees that rebuild this module; stored in every checkpoint.
         self.model_config: dict[str, Any] | None = None
 
@@ -179,7 +189,11 @@ class SegmentationModule(L.LightningModule):
         fits = all(size % multiple == 0 for size in image.shape[-2:])
         return self.inference.mode != "whole" or not fits
 
-    def _step(self, batch: dict, stage: str) -> tuple[Tensor | None, Tensor]:
+    def _step(self, batch: dict, stage: str) -> tuple[Tensor | None, Tensor | None]:
+        if SKIPPED_KEY in batch:
+            self._skipped.setdefault(stage, []).extend(batch[SKIPPED_KEY])
+            if "image" not in batch:  # every sample of the batch was bad
+                return None, None
         image, mask = batch["image"], batch["mask"]
         if stage != "train" and self.inference is not None and self._needs_inference(image):
             logits = self.inference(lambda x: self(x)[0], image, self.input_multiple)
@@ -218,18 +232,30 @@ class SegmentationModule(L.LightningModule):
         return self._step(batch, "train")[0]
 
     # The predictions are returned for callbacks (e.g. PredictionExport), not kept.
-    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        return {"pred": self._step(batch, "val")[1]}
+    def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor] | None:
+        pred = self._step(batch, "val")[1]
+        return None if pred is None else {"pred": pred}
 
-    def test_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        return {"pred": self._step(batch, "test")[1]}
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor] | None:
+        pred = self._step(batch, "test")[1]
+        return None if pred is None else {"pred": pred}
 
     def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits, _ = self(batch["image"])
         return logits.argmax(dim=1)
 
     # ---------------------------------------------------------------- metrics
+    def _report_skipped(self, stage: str) -> None:
+        skipped = self._skipped.pop(stage, None)
+        if skipped is None or (self._trainer is not None and self._trainer.sanity_checking):
+            return  # no skipping loader; or the sanity check (its epoch is not counted)
+        self.skipped_samples[stage] = skipped
+        self.log(f"{stage}/skipped_samples", float(len(skipped)), reduce_fx="sum", sync_dist=True)
+        if skipped:
+            log.warning(skip_report(stage, self.current_epoch, skipped))
+
     def _end_epoch(self, stage: str) -> None:
+        self._report_skipped(stage)
         metric = self.metrics[f"{stage}_iou"]
         if not metric.update_called:
             return

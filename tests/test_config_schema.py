@@ -28,11 +28,12 @@ def test_bad_values_fail_before_training(override, message, compose_train):
 
 
 def test_every_problem_is_listed_at_once(compose_train):
-    cfg = compose_train("dataset.batch_size=0", "test=maybe")
+    cfg = compose_train("dataset.batch_size=0", "test=maybe", "dataset.skip_bad=1")
     with pytest.raises(ValueError) as info:
         validate_config(cfg)
     text = str(info.value)
     assert "dataset.batch_size=0 (int): expected an int >= 1" in text
+    assert "dataset.skip_bad=1 (int): expected true or false" in text
     assert "test='maybe' (str): expected true or false" in text
 
 

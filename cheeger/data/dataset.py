@@ -8,7 +8,10 @@ or a NaN pixel otherwise turns into a silently wrong metric:
 * image (H, W, 3), uint8 or finite float; mask (H, W) of the same size;
 * mask values are class ids in [0, num_classes) or ``ignore_index``.
 
-Errors name the sample (``source.describe(i)``) and what was expected.
+Errors name the sample (``source.describe(i)``) and what was expected. With
+``skip_bad`` a sample whose data break the contract is handed out as a
+``SkippedSample`` marker instead (``cheeger.data.skipping``); any other error
+(a bug, a bad transform) still raises.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.data.skipping import SkippedSample
 
 
 class SampleSource(Protocol):
@@ -112,6 +116,9 @@ class SegmentationDataset(Dataset):
             applied after validation, or None.
         mean, std: per-channel normalisation of the [0, 1]-scaled image.
         ignore_index: label that is never counted.
+        skip_bad: a sample raising ``SampleError`` (unreadable file, wrong mask size,
+            label outside the class set) becomes a ``SkippedSample`` marker instead of
+            stopping the run; batch it with ``cheeger.data.skipping.collate_skipping``.
     """
 
     def __init__(
@@ -122,13 +129,17 @@ class SegmentationDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = IGNORE_INDEX,
+        skip_bad: bool = False,
     ) -> None:
+        if not isinstance(skip_bad, bool):
+            raise ValueError(f"dataset.skip_bad must be true or false, found {skip_bad!r}")
         self.source = source
         self.num_classes = num_classes
         self.transform = transform
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self.ignore_index = ignore_index
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.source)
@@ -139,14 +150,21 @@ class SegmentationDataset(Dataset):
         check_sample(image, mask, self.num_classes, self.ignore_index, self.source.describe(index))
         return image, mask
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | SkippedSample:
         """The sample ``key`` = index, or (index, seed) to reseed the random transform first.
 
         With a seed the augmentation is a function of (index, seed) alone, which is what
         makes a resumed run replay it (``cheeger.data.sampling.ResumableSampler``).
+        With ``skip_bad`` a bad sample comes back as a ``SkippedSample``.
         """
         index, seed = key if isinstance(key, tuple) else (key, None)
-        image, mask = self.raw(index)
+        try:
+            image, mask = self.raw(index)
+        except SampleError as error:
+            if not self.skip_bad:
+                raise
+            where = self.source.describe(index)
+            return SkippedSample(index, where, str(error).removeprefix(f"{where}: "))
         if self.transform is not None:
             if seed is not None:
                 reseed_transform(self.transform, seed)

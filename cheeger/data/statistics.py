@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.data.dataset import SampleError
 
 
 def class_pixel_counts(
@@ -16,6 +17,7 @@ def class_pixel_counts(
 
     ``dataset`` needs ``__len__`` and ``raw(i) -> (image, mask)`` (validated and
     untransformed, as ``SegmentationDataset`` provides). Ignored pixels are not counted.
+    Bad samples (``SampleError``) are left out when ``dataset.skip_bad`` is true.
     """
     if max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, found {max_samples}")
@@ -24,7 +26,12 @@ def class_pixel_counts(
     indices = np.unique(np.linspace(0, len(dataset) - 1, min(max_samples, len(dataset))).round())
     counts = np.zeros(num_classes, dtype=np.int64)
     for i in indices.astype(int):
-        _, mask = dataset.raw(int(i))
+        try:
+            _, mask = dataset.raw(int(i))
+        except SampleError:
+            if not getattr(dataset, "skip_bad", False):
+                raise
+            continue
         labels = mask[mask != ignore_index].astype(np.int64)
         counts += np.bincount(labels, minlength=num_classes)[:num_classes]
     return torch.from_numpy(counts)

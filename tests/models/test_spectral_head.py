@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume
+from hypothesis import strategies as st
 
-from cheeger.models.affinity import GridAffinity, KnnAffinity
-from cheeger.models.response import LearnedResponse, TemperResponse, TruncateResponse
+from cheeger.models.affinity import GridAffinity, KnnAffinity, PixelAffinity
+from cheeger.models.response import (
+    HeatResponse,
+    LearnedResponse,
+    TemperResponse,
+    TruncateResponse,
+)
 from cheeger.models.solvers import (
     ChebyshevSolver,
     DenseSolver,
@@ -19,7 +27,12 @@ from cheeger.models.solvers import (
 )
 from cheeger.models.spectral_head import SpectralHead
 from cheeger.ops.chebyshev import exact_spectral_filter
-from cheeger.ops.laplacian import laplacian_to_dense
+from cheeger.ops.graph import NeighborGraph, to_dense
+from cheeger.ops.laplacian import LAPLACIAN_KINDS, lambda_max_bound, laplacian_to_dense
+from tests.ops.spectra import graph_from_dense
+from tests.ops.strategies import graph_cases, point_clouds, property_test
+
+F64 = torch.float64
 
 
 def make_head(solver=None, response=None, affinity=None, k=6, channels=4, classes=3, **kwargs):
@@ -247,3 +260,185 @@ def test_float32_under_bf16_autocast_matches_float32():
         _, aux = head(features, (8, 8))
     assert aux["eigenvalues"].dtype == torch.float32
     torch.testing.assert_close(aux["eigenvalues"], ref_aux["eigenvalues"], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------ fuzzed sign/basis invariance
+#
+# The deterministic test above rotates inside the degenerate eigenspaces of one grid.
+# Here hypothesis draws the graphs (tests/ops/strategies.py: several components, isolated
+# nodes, complete graphs, cycles and stars with exactly or nearly repeated eigenvalues,
+# weights from 1e-8 to 1e8; or a kNN graph of features with duplicate rows), the
+# Laplacian, the response and k, and compares the head run with its dense solver against
+# the same head fed another valid eigenbasis: an independent float64 eigendecomposition
+# with random signs and a random rotation inside every cluster of eigenvalues.
+#
+# Which k: the k lowest eigenvectors are only defined up to rotation when k falls at a
+# cluster boundary. A k that splits a cluster selects an arbitrary part of it and the
+# output may change for every response (h is not 0 there), so k is moved to the nearest
+# boundary; the same holds for truncate's `keep`. Graphs whose spectrum is one cluster
+# (all nodes isolated: L_sym = I) have no admissible k and are rejected.
+
+CLUSTER_GAP = 1e-5  # eigenvalues closer than this (times λmax's bound) form one cluster
+
+
+def eigenvalue_clusters(values: np.ndarray, gap: float) -> list[tuple[int, int]]:
+    """[start, stop) ranges of sorted ``values`` whose neighbours are within ``gap``."""
+    starts = [0, *(i for i in range(1, len(values)) if values[i] - values[i - 1] > gap)]
+    return list(zip(starts, [*starts[1:], len(values)], strict=True))
+
+
+def dense_laplacian(adjacency: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(L, s): D - W for "unnormalized", else I - S W S with S = diag(s), s = d^-1/2 and 0
+    at isolated nodes (d <= eps), whose rows are then identity rows."""
+    d = adjacency.sum(-1)
+    s = np.where(d > np.finfo(np.float64).eps, 1.0 / np.sqrt(np.maximum(d, 1e-300)), 0.0)
+    if kind == "unnormalized":
+        return np.diag(d) - adjacency, s
+    return np.eye(len(d)) - s[:, None] * adjacency * s[None, :], s
+
+
+class AnotherBasis(SpectralSolver):
+    """The k lowest eigenpairs in another valid basis: numpy's eigh of the dense Laplacian,
+    random signs, a random orthogonal rotation inside each eigenvalue cluster, then cut
+    at k (which must not split a cluster); D^-1/2 U for random_walk."""
+
+    name = "another_basis"
+
+    def __init__(self, seed: int, gap: float) -> None:
+        self.seed, self.gap = seed, gap
+
+    def eigenpairs(self, graph, k, kind, features, sigma):
+        adjacency = to_dense(graph)[0].detach().numpy()
+        lap, s = dense_laplacian(adjacency, kind)
+        values, vectors = np.linalg.eigh(0.5 * (lap + lap.T))
+        rng = np.random.default_rng(self.seed)
+        vectors = vectors * rng.choice([-1.0, 1.0], size=len(values))
+        for start, stop in eigenvalue_clusters(values, self.gap):
+            rotation, _ = np.linalg.qr(rng.standard_normal((stop - start, stop - start)))
+            vectors[:, start:stop] = vectors[:, start:stop] @ rotation
+        if kind == "random_walk":
+            vectors = s[:, None] * vectors
+        return torch.from_numpy(values[None, :k]), torch.from_numpy(vectors[None, :, :k])
+
+
+class GivenGraph(PixelAffinity):
+    """An affinity that ignores the features and returns a fixed graph."""
+
+    uses_sigma = False
+
+    def __init__(self, in_channels: int, graph) -> None:
+        super().__init__(in_channels, metric="none")
+        self.graph = graph
+
+    def forward(self, features):
+        return self.graph
+
+
+@dataclass(frozen=True)
+class HeadInput:
+    """A drawn graph (``dense`` (N, N) adjacency, ``channels`` random feature channels),
+    or drawn ``points`` (1, N, C) whose kNN graph (``knn`` neighbours) the head builds."""
+
+    dense: np.ndarray | None = None
+    channels: int = 0
+    points: torch.Tensor | None = None
+    knn: int = 0
+
+    def build(self, seed: int) -> tuple[PixelAffinity, torch.Tensor]:
+        """(affinity, features (1, C, 1, N))."""
+        if self.points is not None:
+            features = self.points.to(F64).transpose(1, 2).unsqueeze(2)
+            affinity = KnnAffinity(features.shape[1], knn=self.knn, kernel="gaussian")
+            return affinity.double(), features
+        g = torch.Generator().manual_seed(seed)
+        features = torch.randn(1, self.channels, 1, len(self.dense), generator=g, dtype=F64)
+        graph = graph_from_dense(self.dense[None])
+        graph = NeighborGraph(graph.index, graph.weight.to(F64))
+        return GivenGraph(self.channels, graph), features
+
+
+@st.composite
+def head_inputs(draw) -> HeadInput:
+    """A graph of tests/ops/strategies.py with random features, or a kNN graph of drawn
+    features that repeat rows (and may hold zero rows)."""
+    if draw(st.booleans()):
+        return HeadInput(
+            dense=draw(graph_cases(max_nodes=14)).dense, channels=draw(st.integers(1, 4))
+        )
+    points = draw(point_clouds(max_points=14))
+    return HeadInput(points=points, knn=min(draw(st.integers(1, 4)), points.shape[1] - 1))
+
+
+def nearest(options: list[int], target: int) -> int:
+    return min(options, key=lambda option: (abs(option - target), option))
+
+
+def check_head_sign_and_basis_invariance(
+    inputs: HeadInput, laplacian: str, response_name: str, fraction: float, seed: int
+) -> None:
+    affinity, features = inputs.build(seed)
+    num_nodes = features.shape[-1]
+    with torch.no_grad():
+        graph = affinity(features)
+    scale = float(lambda_max_bound(graph, laplacian)[0]) or 1.0
+    gap = CLUSTER_GAP * scale
+    symmetric_kind = "unnormalized" if laplacian == "unnormalized" else "symmetric"
+    spectrum = np.linalg.eigvalsh(dense_laplacian(to_dense(graph)[0].numpy(), symmetric_kind)[0])
+    clusters = eigenvalue_clusters(spectrum, gap)
+    boundaries = [start for start, _ in clusters[1:]]  # admissible k: 1 <= k <= N - 1
+    assume(boundaries)
+    k = nearest(boundaries, 1 + int(fraction * (num_nodes - 2)))
+    rng = np.random.default_rng(seed)
+    if response_name == "temper":
+        response = TemperResponse(float(rng.uniform(0.0, 4.0)))
+    elif response_name == "heat":
+        response = HeatResponse(float(rng.uniform(0.0, 10.0)))
+    elif response_name == "learned":
+        response = LearnedResponse(hidden=4, order=4)
+        g = torch.Generator().manual_seed(seed)
+        for p in response.parameters():
+            torch.nn.init.normal_(p, std=0.5, generator=g)
+    else:
+        keep = [b for b in boundaries if b <= k]
+        response = TruncateResponse(keep=int(rng.choice(keep)) if rng.random() < 0.5 else None)
+    torch.manual_seed(seed)
+    head = SpectralHead(
+        features.shape[1],
+        3,
+        affinity,
+        DenseSolver(),
+        response.double(),
+        laplacian,
+        k=k,
+        embed_dim=4,
+        dtype="float64",
+    ).double()
+    size = tuple(features.shape[-2:])
+    with torch.no_grad():
+        reference, ref_aux = head(features, size)
+        head.solver = AnotherBasis(seed, gap)
+        logits, aux = head(features, size)
+    # |U_c Q diag(h_c) Qᵀ U_cᵀ - U_c diag(h_c) U_cᵀ| <= max h_c - min h_c on each cluster c
+    # of the cut; D^-1/2 on both sides for random_walk; plus rounding.
+    h = ref_aux["response"][0].numpy()
+    spread = sum(float(np.ptp(h[a:b])) for a, b in clusters if b <= k)
+    s = dense_laplacian(to_dense(graph)[0].numpy(), laplacian)[1]
+    amplification = float(s.max()) ** 2 if laplacian == "random_walk" else 1.0
+    value = head.value(features).detach().flatten(2)[0]  # (E, N)
+    bound = (spread + 1e-8 * max(1.0, float(h.max()))) * amplification
+    bound *= float(value.norm(dim=-1).max())
+    embedding_error = float((aux["embedding"] - ref_aux["embedding"]).abs().max())
+    assert embedding_error <= bound, (embedding_error, bound, k, spectrum)
+    filtered_weight = head.classifier.weight.detach()[:, features.shape[1] :, 0, 0]  # (K, E)
+    logit_bound = bound * float(filtered_weight.abs().sum(-1).max())
+    assert float((logits - reference).abs().max()) <= logit_bound + 1e-12
+
+
+test_head_sign_and_basis_invariance_fuzzed = property_test(
+    check_head_sign_and_basis_invariance,
+    inputs=head_inputs(),
+    laplacian=st.sampled_from(LAPLACIAN_KINDS),
+    response_name=st.sampled_from(["temper", "heat", "learned", "truncate"]),
+    fraction=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)

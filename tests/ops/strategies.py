@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cheeger.ops.graph import NeighborGraph
@@ -22,7 +22,20 @@ from tests.ops.spectra import graph_from_dense, with_spectrum
 DTYPES = st.sampled_from([torch.float32, torch.float64])
 SHAPES = ("random", "complete", "cycle", "star", "path")
 
-# Each property runs under both profiles (tests/ops/conftest.py); the extended one is slow.
+# ``fuzz-fast`` runs in ``make test``: a few examples, drawn in a fixed order
+# (derandomized) so that the suite is reproducible and its time predictable.
+# ``fuzz-extended`` runs in ``make test-slow`` (the tests marked ``slow``): many random
+# examples, new ones every run. Registered here, where ``property_test`` uses them, so
+# that property tests outside tests/ops (tests/models) find them too.
+settings.register_profile("fuzz-fast", max_examples=10, deadline=None, derandomize=True)
+settings.register_profile(
+    "fuzz-extended",
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+# Each property runs under both profiles; the extended one is slow.
 PROFILES = [
     pytest.param("fuzz-fast", id="fast"),
     pytest.param("fuzz-extended", id="extended", marks=pytest.mark.slow),

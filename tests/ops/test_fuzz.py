@@ -6,7 +6,7 @@ spanning 1e-8 to 1e8; point clouds with duplicate and zero rows; float32 and flo
 Every property is checked against an independent computation in float64 (dense
 Laplacians, torch.linalg.eigh, the filter's own polynomial evaluated on the spectrum).
 Each test runs under the fast profile in ``make test`` and the extended one in
-``make test-slow`` (tests/ops/conftest.py).
+``make test-slow`` (profiles in tests/ops/strategies.py).
 """
 
 from __future__ import annotations
