@@ -5,7 +5,7 @@
 receives the head's auxiliaries. Metrics are ``SegmentationIoU`` objects (one
 per stage) whose confusion-matrix states are summed across processes, so
 ``val/mIoU`` is the dataset mIoU under any data-parallel strategy. The val/test
-losses are image-weighted means kept in summed states as well (``MeanMetric``):
+losses are image-weighted means kept in summed states as well (``WeightedMean``):
 Lightning's own epoch reduction divides the image count by the world size in
 integer arithmetic, which is wrong when ranks hold different numbers of images.
 """
@@ -23,12 +23,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics.aggregation import MeanMetric
 
 from cheeger.data.classes import IGNORE_INDEX
 from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.iou import SegmentationIoU
+from cheeger.metrics.mean import WeightedMean
 
 log = logging.getLogger("cheeger")
 
@@ -103,7 +103,7 @@ class SegmentationModule(L.LightningModule):
             self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
         # Image-weighted epoch means of the val/test loss terms, by logged name; created on
         # first use (the term names are the loss's), on the loss's device.
-        self.loss_means: dict[str, MeanMetric] = {}
+        self.loss_means: dict[str, WeightedMean] = {}
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
         self.results: dict[str, dict[str, Tensor]] = {}
         # The config subtrees that rebuild this module; stored in every checkpoint.
@@ -223,9 +223,8 @@ class SegmentationModule(L.LightningModule):
             return
         for name, value in values.items():
             if name not in self.loss_means:
-                # nan_strategy="disable": a NaN term makes the epoch mean NaN, as it should.
-                self.loss_means[name] = MeanMetric(nan_strategy="disable").to(value.device)
-            self.loss_means[name].update(value.detach(), batch_size)
+                self.loss_means[name] = WeightedMean().to(value.device)
+            self.loss_means[name].update(value, batch_size)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # Losses with warm-up schedules (CompositeLoss) weigh their terms by the step.
