@@ -54,8 +54,8 @@ class StepTimer(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
+        if pl_module.device.type != "cpu":  # asynchronous devices: wait for the kernels
+            torch.accelerator.synchronize(pl_module.device)
         self.times.append(time.perf_counter() - self._start)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

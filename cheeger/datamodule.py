@@ -20,11 +20,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from cheeger.data.classes import IGNORE_INDEX, check_palette
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
-from cheeger.data.sampling import ResumableSampler
+from cheeger.data.sampling import EvalShardSampler, ResumableSampler
 from cheeger.data.skipping import collate_skipping
 from cheeger.data.transforms import eval_transform, train_transform
 
@@ -152,7 +152,7 @@ class SegmentationDataModule(L.LightningDataModule):
         for split in wanted.get(stage or "", SPLITS):
             self.dataset(split)
 
-    def _loader(self, split: str, sampler: ResumableSampler | None = None) -> DataLoader:
+    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
@@ -185,11 +185,20 @@ class SegmentationDataModule(L.LightningDataModule):
         )
         return self._loader("train", sampler)
 
+    def _eval_loader(self, split: str) -> DataLoader:
+        # Under data parallelism each rank evaluates its own unpadded shard, so every
+        # sample is counted once in the summed metric states (EvalShardSampler).
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if world == 1:
+            return self._loader(split)
+        return self._loader(split, EvalShardSampler(self.dataset(split), world, rank))
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._eval_loader("test")
 
     # ---------------------------------------------------------------- resuming
     def next_training_position(self) -> tuple[int, int]:

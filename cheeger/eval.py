@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cheeger.callbacks import PredictionExport
 from cheeger.config_schema import validate_config
+from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
 from cheeger.runner import build_trainer, resolve_ckpt_path
@@ -88,6 +89,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float | None:
+    ensure_mps_fallback(cfg.trainer.get("accelerator"))
     metrics = evaluate(cfg)
     return metrics.get(f"{cfg.split}/mIoU")
 

@@ -4,13 +4,17 @@
 ``SegmentationHead`` (``features, size -> logits, aux``) slots in, and the loss
 receives the head's auxiliaries. Metrics are ``SegmentationIoU`` objects (one
 per stage) whose confusion-matrix states are summed across processes, so
-``val/mIoU`` is the dataset mIoU under any data-parallel strategy.
+``val/mIoU`` is the dataset mIoU under any data-parallel strategy. The val/test
+losses are image-weighted means kept in summed states as well (``WeightedMean``):
+Lightning's own epoch reduction divides the image count by the world size in
+integer arithmetic, which is wrong when ranks hold different numbers of images.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,6 +29,7 @@ from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.iou import SegmentationIoU
+from cheeger.metrics.mean import WeightedMean
 
 log = logging.getLogger("cheeger")
 
@@ -102,6 +107,9 @@ class SegmentationModule(L.LightningModule):
             )
             self.metrics[f"{stage}_bf"] = BFScore(num_classes, bf_tolerance, ignore_index)
             self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
+        # Image-weighted epoch means of the val/test loss terms, by logged name; created on
+        # first use (the term names are the loss's), on the loss's device.
+        self.loss_means: dict[str, WeightedMean] = {}
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
         self.results: dict[str, dict[str, Tensor]] = {}
         # Samples skipped by dataset.skip_bad: in the running epoch (a stage's entry
@@ -211,19 +219,26 @@ class SegmentationModule(L.LightningModule):
         if stage != "train":
             for kind in ("boundary_iou", "bf", "trimap"):
                 self.metrics[f"{stage}_{kind}"].update(pred, mask)
-        options = {
-            "on_step": stage == "train",
-            "on_epoch": True,
-            "batch_size": image.shape[0],
-            "sync_dist": stage != "train",
-        }
-        if loss is None:
-            return loss, pred
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", **options)
-        # A CompositeLoss keeps each term's unweighted value of this call.
-        for name, value in getattr(self.loss_fn, "last_terms", {}).items():
-            self.log(f"{stage}/loss/{name}", value, **options)
+        if loss is not None:
+            self._log_loss(stage, loss, image.shape[0])
         return loss, pred
+
+    def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
+        # A CompositeLoss keeps each term's unweighted value of this call.
+        terms = getattr(self.loss_fn, "last_terms", {})
+        values = {f"{stage}/loss": loss, **{f"{stage}/loss/{n}": v for n, v in terms.items()}}
+        if stage == "train":
+            # Per step and per rank: the epoch value is this rank's mean (equal batch counts).
+            for name, value in values.items():
+                bar = name == "train/loss"
+                self.log(
+                    name, value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=bar
+                )
+            return
+        for name, value in values.items():
+            if name not in self.loss_means:
+                self.loss_means[name] = WeightedMean().to(value.device)
+            self.loss_means[name].update(value, batch_size)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # Losses with warm-up schedules (CompositeLoss) weigh their terms by the step.
@@ -256,6 +271,21 @@ class SegmentationModule(L.LightningModule):
 
     def _end_epoch(self, stage: str) -> None:
         self._report_skipped(stage)
+        with warnings.catch_warnings():
+            # Every value logged here was computed from states already summed over the
+            # ranks, so it is the same on all of them: Lightning's advice to average it
+            # across devices (sync_dist=True) does not apply.
+            warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch")
+            self._log_epoch_losses(stage)
+            self._log_epoch_metrics(stage)
+
+    def _log_epoch_losses(self, stage: str) -> None:
+        for name, mean in self.loss_means.items():
+            if name.startswith(f"{stage}/") and mean.update_called:
+                self.log(name, mean.compute().float())
+                mean.reset()
+
+    def _log_epoch_metrics(self, stage: str) -> None:
         metric = self.metrics[f"{stage}_iou"]
         if not metric.update_called:
             return

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from cheeger.data.classes import class_palette
 from cheeger.data.dataset import normalize_image
 from cheeger.data.image_io import IMAGE_SUFFIXES, read_rgb, write_label_map, write_png
+from cheeger.devices import ensure_mps_fallback, local_accelerator
 from cheeger.eval import load_module
 from cheeger.inference import Inference
 from cheeger.module import SegmentationModule
@@ -91,9 +92,7 @@ def predict(cfg: DictConfig) -> list[Path]:
         )
     out_dir = Path(cfg.output).expanduser()
     base, files = find_inputs(cfg.input, exclude=out_dir)
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = local_accelerator(cfg.device)  # auto: CUDA, else MPS, else CPU
     module = load_module(ckpt_path).to(device).eval()
     inference = instantiate(cfg.inference)
     stored = (module.model_config or {}).get("dataset", {}).get("palette")
@@ -116,6 +115,7 @@ def predict(cfg: DictConfig) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    ensure_mps_fallback(cfg.device)
     predict(cfg)
 
 

@@ -9,7 +9,10 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
+
+from cheeger.devices import local_accelerator, trainer_overrides
 
 log = logging.getLogger("cheeger")
 
@@ -36,7 +39,11 @@ def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer from ``cfg.trainer`` with the callbacks and loggers of the run."""
+    """The Trainer from ``cfg.trainer`` with the callbacks and loggers of the run.
+
+    Arguments the machine cannot honour (fp16 autocast or SyncBatchNorm on the CPU) are
+    changed, with a warning each (``cheeger.devices.trainer_overrides``).
+    """
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:
@@ -46,7 +53,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         # `trainer.enable_progress_bar=false` wins over callbacks.progress_bar (Lightning
         # would refuse the combination).
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    device = local_accelerator(cfg.trainer.get("accelerator"))
+    overrides, reasons = trainer_overrides(cfg.trainer, device)
+    for reason in reasons:
+        rank_zero_warn(reason)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, last: Path | None = None) -> str | None:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cheeger.callbacks import wandb_loggers
 from cheeger.checkpoint import LastCheckpoint
 from cheeger.config_schema import validate_config
+from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
 from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_resolved_config
@@ -127,6 +128,7 @@ def _finish_wandb(trainer: L.Trainer) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    ensure_mps_fallback(cfg.trainer.get("accelerator"))
     value, _ = train(cfg)
     return value
 

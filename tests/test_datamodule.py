@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -42,6 +44,18 @@ def test_every_epoch_has_its_own_order_and_val_is_unshuffled(compose_train):
     assert orders[0] != orders[1]
     val = torch.cat([b["index"] for b in datamodule.val_dataloader()]).tolist()
     assert val == list(range(8))
+
+
+def test_data_parallel_val_and_test_see_every_image_once(compose_train):
+    # 8 images on 3 ranks: shards of 3, 3 and 2, no image repeated to even them out.
+    seen = {"val": [], "test": []}
+    for rank in range(3):
+        datamodule = instantiate(compose_train().dataset, seed=1)
+        datamodule.trainer = SimpleNamespace(world_size=3, global_rank=rank)
+        for split in seen:
+            loader = getattr(datamodule, f"{split}_dataloader")()
+            seen[split] += torch.cat([b["index"] for b in loader]).tolist()
+    assert sorted(seen["val"]) == sorted(seen["test"]) == list(range(8))
 
 
 def test_unseeded_module_draws_a_seed_and_checkpoints_keep_it(compose_train):

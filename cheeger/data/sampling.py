@@ -1,4 +1,4 @@
-"""A training order that a resumed run can replay exactly.
+"""Sample orders: a training order a resumed run can replay, and evaluation shards.
 
 ``ResumableSampler`` shuffles with a generator seeded by ``seed + epoch`` (the
 order torch's ``DistributedSampler`` draws, sharded the same way over ranks),
@@ -13,6 +13,13 @@ never interrupted.
 
 Being a ``DistributedSampler``, it is kept as is by Lightning under DDP (which
 would otherwise wrap it) and receives ``set_epoch`` at every epoch start.
+
+``EvalShardSampler`` splits a val/test split over data-parallel ranks *without*
+padding: torch's ``DistributedSampler`` (which Lightning would inject) repeats
+samples until every rank holds the same number, so a split of 5 images on 2
+ranks would count one image twice in the dataset-level metrics. Evaluation runs
+no collective per batch (metric states are summed once, at the epoch end), so
+ranks may hold different numbers of samples.
 """
 
 from __future__ import annotations
@@ -81,3 +88,33 @@ class ResumableSampler(DistributedSampler):
         indices = list(super().__iter__())[self.start :]
         seeds = self.augmentation_seeds(self.epoch)
         return iter([(int(i), int(seeds[i])) for i in indices])
+
+
+class EvalShardSampler(DistributedSampler):
+    """Rank ``rank``'s share of an evaluation split: indices rank, rank + W, rank + 2W, ...
+
+    Every index of the N samples goes to exactly one of the W = ``num_replicas``
+    ranks (no padding, no shuffling); rank r holds ceil((N - r) / W) of them.
+
+    Args:
+        dataset: the sized dataset to split (N samples).
+        num_replicas, rank: data-parallel world size W and this process's rank.
+
+    Raises:
+        ValueError: N < W; a rank without samples would skip the evaluation epoch
+            and leave the others waiting for its metric states.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        if len(dataset) < num_replicas:
+            raise ValueError(
+                f"the evaluation split has {len(dataset)} samples, fewer than the "
+                f"{num_replicas} data-parallel processes (trainer.devices x trainer.num_nodes); "
+                "evaluate with fewer devices"
+            )
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))

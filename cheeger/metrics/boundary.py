@@ -3,8 +3,9 @@
 All three are computed in torch on batches of label maps (B, H, W) (any
 device, no per-image Python loop) and accumulated as per-class sums over the
 whole dataset, so the stateful ``Metric`` shells sync across processes by
-summation. Pixels whose ground truth is ``ignore_index`` are excluded on both
-sides.
+summation; their ``compute`` takes the float64 ratios of CPU copies of the sums
+(MPS has no float64). Pixels whose ground truth is ``ignore_index`` are excluded
+on both sides.
 
 Boundary IoU (Cheng et al., CVPR 2021). For a binary mask M, its inner boundary
 band of width d is ``M - erode(M, d)``, where the erosion applies a 3x3 square
@@ -279,7 +280,7 @@ class BoundaryIoU(Metric):
         self.union += u
 
     def compute(self) -> dict[str, Tensor]:
-        mean, per_class = boundary_iou_from_stats(self.intersection, self.union)
+        mean, per_class = boundary_iou_from_stats(self.intersection.cpu(), self.union.cpu())
         return {"mean": mean, "per_class": per_class}
 
 
@@ -302,7 +303,7 @@ class BFScore(Metric):
         self.stats += bf_stats(pred, target, self.num_classes, self.tolerance, self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
-        mean, per_class = bf_from_stats(self.stats)
+        mean, per_class = bf_from_stats(self.stats.cpu())
         return {"mean": mean, "per_class": per_class}
 
 
@@ -342,5 +343,6 @@ class TrimapIoU(Metric):
 
     def compute(self) -> dict[int, Tensor]:
         return {
-            w: per_class_iou(cm).nanmean() for w, cm in zip(self.widths, self.confmat, strict=True)
+            w: per_class_iou(cm).nanmean()
+            for w, cm in zip(self.widths, self.confmat.cpu(), strict=True)
         }

@@ -10,8 +10,9 @@ per image and has no ignore label):
   are excluded from the mean (their IoU is NaN), every other class counts,
   including classes that were predicted but never present (IoU 0).
 
-The functional pieces work on any device; ``SegmentationIoU`` keeps the matrix
-as a ``sum``-reduced state so data-parallel runs give the single-process result.
+The functional pieces work on any device with float64 (not MPS); ``SegmentationIoU``
+keeps the matrix as a ``sum``-reduced state so data-parallel runs give the
+single-process result, and computes its ratios on the CPU.
 
 Example:
     >>> import torch
@@ -139,8 +140,10 @@ class SegmentationIoU(Metric):
         self.confmat += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
+        # Float64 ratios of a CPU copy of the counts: MPS has no float64 (and C x C is small).
+        confmat = self.confmat.cpu()
         return {
-            "mIoU": mean_iou(self.confmat),
-            "pixel_acc": pixel_accuracy(self.confmat),
-            "iou": per_class_iou(self.confmat),
+            "mIoU": mean_iou(confmat),
+            "pixel_acc": pixel_accuracy(confmat),
+            "iou": per_class_iou(confmat),
         }

@@ -28,7 +28,10 @@ noise floor (see ``noise_mass``); the Chebyshev solver has no eigenpairs and ret
 neither eigen keys nor ``noise_energy``.
 
 The spectral part runs in ``dtype`` (float32 default, float64 for studies), outside any
-autocast region.
+autocast region: under ``trainer.precision=bf16-mixed``/``16-mixed`` the backbone's
+half-precision features are cast up, the eigenpairs and the filter are computed in
+``dtype``, and only the final 1x1 classifier runs under autocast. float64 is refused
+on MPS, which has no float64.
 """
 
 from __future__ import annotations
@@ -152,6 +155,11 @@ class SpectralHead(SegmentationHead):
                 f"feature map is {tuple(features.shape[-2:])} = {num_nodes} pixels "
                 "(lower k or model.output_stride)"
             )
+        if features.device.type == "mps" and self.spectral_dtype == torch.float64:
+            raise ValueError(
+                "head.dtype=float64 cannot run on MPS (Metal has no float64); use "
+                "head.dtype=float32, or trainer.accelerator=cpu for float64 studies"
+            )
         if not bool(torch.isfinite(features.detach()).all()):
             raise FloatingPointError(
                 "non-finite features (NaN/Inf) reached head=spectral; the backbone diverged "
@@ -198,7 +206,10 @@ class SpectralHead(SegmentationHead):
                 nodes, _ = denoise_features(nodes, floor)
                 x = nodes.transpose(1, 2).reshape(batch, channels, height, width)
             graph = self.affinity(x)
-            value = self.value(features).to(self.spectral_dtype).flatten(2).transpose(1, 2)
+            # Autocast is off here: the projection takes its own (float32) weights' dtype,
+            # whatever precision the backbone's features come in (bf16/fp16 under AMP).
+            value = self.value(features.to(self.value.weight.dtype))
+            value = value.to(self.spectral_dtype).flatten(2).transpose(1, 2)
             lambda_max = lambda_max_bound(graph, self.laplacian).to(self.spectral_dtype)
             aux: dict = {"graph": graph, "laplacian": self.laplacian}
             if self.solver.provides_eigenpairs:

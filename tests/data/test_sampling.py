@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data.distributed import DistributedSampler
 
-from cheeger.data.sampling import ResumableSampler
+from cheeger.data.sampling import EvalShardSampler, ResumableSampler
 
 
 def keys(sampler) -> list[tuple[int, int]]:
@@ -73,3 +74,20 @@ def test_ranks_split_the_epoch_and_resume_within_their_share():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ResumableSampler(range(10), **kwargs)
+
+
+@pytest.mark.parametrize("size, world", [(5, 2), (7, 3), (4, 4), (6, 1)])
+def test_eval_shards_cover_every_index_exactly_once(size, world):
+    shards = [list(EvalShardSampler(range(size), world, rank)) for rank in range(world)]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))  # no repeats
+    assert shards == [list(range(rank, size, world)) for rank in range(world)]
+    assert [len(EvalShardSampler(range(size), world, r)) for r in range(world)] == [
+        len(s) for s in shards
+    ]
+
+
+def test_eval_shards_are_kept_by_lightning_and_need_a_sample_per_rank():
+    # A DistributedSampler: Lightning leaves it in place instead of wrapping the loader.
+    assert isinstance(EvalShardSampler(range(3), 2, 1), DistributedSampler)
+    with pytest.raises(ValueError, match="3 samples, fewer than the 4 data-parallel"):
+        EvalShardSampler(range(3), 4, 0)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import assume
 from hypothesis import strategies as st
+from torch import Tensor
 
 from cheeger.models.affinity import GridAffinity, KnnAffinity, PixelAffinity
 from cheeger.models.response import (
@@ -252,14 +253,36 @@ def test_denoise_keeps_running_and_changes_the_graph():
     assert not torch.allclose(aux_plain["graph"].weight, aux_denoised["graph"].weight)
 
 
-def test_float32_under_bf16_autocast_matches_float32():
-    head = SpectralHead(4, 3, functools.partial(GridAffinity), DenseSolver(), TemperResponse(), k=4)
-    features = blocky_features().float()
-    reference, ref_aux = head(features, (8, 8))
+def subspace_cosines(u: Tensor, v: Tensor) -> Tensor:
+    """Cosines of the principal angles between the column spans of (B, N, k) u and v:
+    all 1 when the spans agree, whatever the signs and rotations inside them."""
+    qu, qv = torch.linalg.qr(u.double())[0], torch.linalg.qr(v.double())[0]
+    return torch.linalg.svdvals(qu.transpose(-1, -2) @ qv)
+
+
+@pytest.mark.parametrize("features_dtype", [torch.float32, torch.bfloat16])
+def test_float32_under_bf16_autocast_matches_float32(features_dtype):
+    # Under trainer.precision=bf16-mixed the backbone hands over bf16 features; the head
+    # computes the spectrum in float32 from them, so the eigenpairs are those of a float32
+    # run on the same (bf16-rounded) values.
+    head = SpectralHead(4, 3, functools.partial(GridAffinity), DenseSolver(), TemperResponse(), k=3)
+    features = blocky_features().to(features_dtype)
+    reference, ref_aux = head(features.float(), (8, 8))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, aux = head(features, (8, 8))
-    assert aux["eigenvalues"].dtype == torch.float32
+        logits, aux = head(features.clone().requires_grad_(), (8, 8))
+    assert aux["eigenvalues"].dtype == aux["eigenvectors"].dtype == torch.float32
     torch.testing.assert_close(aux["eigenvalues"], ref_aux["eigenvalues"], atol=1e-5, rtol=0)
+    vectors, ref_vectors = (a["eigenvectors"].flatten(2).transpose(1, 2) for a in (aux, ref_aux))
+    cosines = subspace_cosines(vectors, ref_vectors)
+    torch.testing.assert_close(cosines, torch.ones_like(cosines), atol=1e-4, rtol=0)
+    # Only the classifier ran in bf16: the logits agree to bf16 resolution.
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), reference, atol=0.1, rtol=0.02)
+    head.zero_grad()
+    logits.float().square().mean().backward()
+    grads = [p.grad for p in head.parameters() if p.requires_grad]
+    assert grads and all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert any(bool(g.abs().sum() > 0) for g in grads)
 
 
 # ------------------------------------------------------------ fuzzed sign/basis invariance
