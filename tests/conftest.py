@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,15 @@ OVERFIT = [
     "optimizer.lr=0.01",
     "scheduler=constant",
 ]
+
+
+def run_train_cli(*overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m cheeger.train *overrides`` in a subprocess from the repository root."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    command = [sys.executable, "-m", "cheeger.train", *overrides]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def compose(config_name: str, overrides: list[str], output_dir: Path):
