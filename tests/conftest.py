@@ -76,6 +76,21 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
     return cfg
 
 
+def compose_with_hydra(overrides: list[str]):
+    """The training config with its ``hydra`` node (sweeper, launcher, callbacks), unresolved.
+
+    ``compose`` above drops that node; Hydra's compose loads plugin configs (optuna,
+    submitit) but instantiates none of them.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
 @pytest.fixture
 def compose_train(tmp_path):
     """compose_train(*overrides) -> a tiny training config writing under tmp_path."""
