@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -100,4 +102,20 @@ def save_resolved_config(cfg: DictConfig, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.yaml"
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+FINAL_METRICS_FILE = "final_metrics.json"
+
+
+def save_final_metrics(metrics: dict[str, float], directory: Path) -> Path:
+    """Write the run's last scalar metrics to ``directory/final_metrics.json``.
+
+    NaN (a metric with nothing to average, e.g. an empty class set) is written as null:
+    strict JSON has no NaN, and readers outside Python would reject the file.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / FINAL_METRICS_FILE
+    clean = {name: None if math.isnan(value) else value for name, value in metrics.items()}
+    path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
     return path

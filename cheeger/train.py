@@ -25,9 +25,19 @@ from cheeger.config_schema import validate_config
 from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
-from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_resolved_config
+from cheeger.runner import (
+    build_trainer,
+    output_dir,
+    resolve_ckpt_path,
+    save_final_metrics,
+    save_resolved_config,
+)
 
 log = logging.getLogger("cheeger.train")
+
+# Metrics whose W&B run summary is their best (max) value, not the last one: what a W&B
+# sweep's `metric.name` should name (sweeps/*.yaml).
+WANDB_MAX_SUMMARY = ("val/mIoU", "val/boundary_iou", "val/bf")
 
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
@@ -84,6 +94,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         _print_table(module, "test", f"test ({datamodule.name}, best checkpoint)")
 
+    # Read by the multirun summary (cheeger/sweep_summary.py) and by scripts comparing runs.
+    save_final_metrics(metrics, run_dir)
     log.info("run directory: %s", run_dir)
     _finish_wandb(trainer)
     name = cfg.get("optimized_metric")
@@ -114,7 +126,7 @@ def setup_wandb(trainer: L.Trainer, cfg: DictConfig) -> None:
         run.config.update(flatten(resolved), allow_val_change=True)
         head = str(cfg.head.get("_target_", "")).rsplit(".", 1)[-1]
         run.tags = tuple(dict.fromkeys([*(run.tags or ()), head, cfg.dataset.get("name", "")]))
-        for name in ("val/mIoU", "val/boundary_iou", "val/bf"):
+        for name in WANDB_MAX_SUMMARY:
             run.define_metric(name, summary="max")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,19 @@ OVERFIT = [
 ]
 
 
+def run_train_cli(*overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m cheeger.train *overrides`` in a subprocess from the repository root.
+
+    ``timeout`` only guards against a hang: a shared 2-core machine can stretch a
+    20-second CPU job over minutes.
+    """
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
+    command = [sys.executable, "-m", "cheeger.train", *overrides]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def compose(config_name: str, overrides: list[str], output_dir: Path):
     """Compose a config as ``python -m cheeger.<task>`` would, with Hydra's runtime set."""
     from hydra import compose as hydra_compose
@@ -63,6 +78,21 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
         cfg.paths.root_dir = str(ROOT)
         del cfg["hydra"]
     return cfg
+
+
+def compose_with_hydra(overrides: list[str]):
+    """The training config with its ``hydra`` node (sweeper, launcher, callbacks), unresolved.
+
+    ``compose`` above drops that node; Hydra's compose loads plugin configs (optuna,
+    submitit) but instantiates none of them.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
 @pytest.fixture

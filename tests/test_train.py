@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -19,7 +20,7 @@ from cheeger.eval import evaluate
 from cheeger.module import SegmentationModule
 from cheeger.runner import instantiate_group
 from cheeger.train import train
-from tests.conftest import CONF, OVERFIT, ROOT, TINY, compose
+from tests.conftest import CONF, OVERFIT, ROOT, TINY, compose, run_train_cli
 from tests.faults import kill_at_marker
 from tests.test_train_spectral import small
 
@@ -90,6 +91,8 @@ def test_train_resume_and_eval(tmp_path):
     assert weights.shape == (19,) and weights.max() > 1.0 > weights.min()
     assert (run1 / "metrics.csv").read_text().count("val/mIoU") == 1
     assert (run1 / "config.yaml").is_file() and (run1 / "panels" / "epoch_000.png").is_file()
+    final = json.loads((run1 / "final_metrics.json").read_text())
+    assert final["val/mIoU"] == pytest.approx(value) and set(final) == set(metrics)
 
     # Resume from the run directory: the step count continues from 2, not from 0.
     run2 = tmp_path / "run2"
@@ -159,16 +162,7 @@ def test_wandb_offline_receives_metrics_and_images(compose_train, tmp_path, monk
 
 
 def test_command_line_entry_point(tmp_path):
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "offline"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "cheeger.train",
-        *TINY,
-        "debug=fast_dev_run",
-        f"hydra.run.dir={tmp_path / 'cli'}",
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = run_train_cli(*TINY, "debug=fast_dev_run", f"hydra.run.dir={tmp_path / 'cli'}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (Path(tmp_path) / "cli" / "config.yaml").is_file()
     assert "mIoU" in done.stdout
