@@ -140,3 +140,29 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     marker.write_text(json.dumps({"wall_s": 123.0}))
     again = head_study.main(argv)
     assert again[0].wall_s == 123.0 and again[0].scores == runs[0].scores
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        [
+            "dataset=cityscapes",
+            "dataset.root=/data/cityscapes",
+            "trainer=gpu",
+            "trainer.max_epochs=60",
+        ],
+    ],
+    ids=["cpu", "cityscapes_gpu"],
+)
+def test_every_study_run_composes_and_validates(tmp_path, extra):
+    # The committed study and the README's Cityscapes/GPU form of the same command.
+    from cheeger.config_schema import validate_config
+    from tests.conftest import compose
+
+    study = head_study.load_study(ROOT / "experiments" / "head_study.yaml")
+    for name, overrides in study["variants"].items():
+        cfg = compose("train", [*study["shared"], *extra, *overrides, "seed=1"], tmp_path / name)
+        validate_config(cfg)
+        assert cfg.seed == 1 and cfg.trainer.max_epochs == (60 if extra else 8)
+        assert ("spectral" in name) == ("SpectralHead" in cfg.head._target_)
