@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -305,3 +306,20 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
     }
     for name, value in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][name], value), name
+    # metrics.csv holds the whole history once, as if the run had never stopped. Only the train epoch aggregates of the interrupted epoch 0 differ: they cover the
+    # batches after the resume (README, Reliability).
+    def partial_epoch(row: dict, key: str) -> bool:
+        aggregate = key in ("train/loss_epoch", "train/mIoU", "train/pixel_acc")
+        return row["epoch"] == "0" and (aggregate or key.startswith("train/iou/"))
+
+    def logged(directory: Path) -> list[tuple[str, str, str]]:
+        with (directory / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        return sorted(
+            (row["step"], key, value)
+            for row in rows
+            for key, value in row.items()
+            if value and key not in timing and not partial_epoch(row, key)
+        )
+
+    assert logged(run) == logged(tmp_path / "reference")
