@@ -306,8 +306,9 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
     }
     for name, value in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][name], value), name
-    # metrics.csv holds the whole history once, as if the run had never stopped. Only the train epoch aggregates of the interrupted epoch 0 differ: they cover the
-    # batches after the resume (README, Reliability).
+    # metrics.csv holds the whole history once, as if the run had never stopped. Only the
+    # train epoch aggregates of the interrupted epoch 0 differ: they cover the batches
+    # after the resume (README, Reliability).
     def partial_epoch(row: dict, key: str) -> bool:
         aggregate = key in ("train/loss_epoch", "train/mIoU", "train/pixel_acc")
         return row["epoch"] == "0" and (aggregate or key.startswith("train/iou/"))
