@@ -257,6 +257,7 @@ RESUMABLE = [
     "callbacks.panel=null",
     "callbacks.summary_plots=null",
     "callbacks.last_checkpoint.every_n_train_steps=3",
+    "trainer.log_every_n_steps=1",  # rows between the checkpoint and the kill exist
 ]
 
 
