@@ -244,7 +244,16 @@ class SegmentationModule(L.LightningModule):
         # Losses with warm-up schedules (CompositeLoss) weigh their terms by the step.
         if hasattr(self.loss_fn, "set_step"):
             self.loss_fn.set_step(self.global_step)
-        return self._step(batch, "train")[0]
+        loss = self._step(batch, "train")[0]
+        if loss is None and "image" not in batch and self._world_size() > 1:
+            # Every sample of this rank's batch was bad (dataset.skip_bad). Returning None
+            # would skip backward on this rank only and leave the others waiting in the
+            # gradient all-reduce: contribute a zero gradient to every parameter instead.
+            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+        return loss
+
+    def _world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
 
     # The predictions are returned for callbacks (e.g. PredictionExport), not kept.
     def validation_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor] | None:
