@@ -61,7 +61,8 @@ class OhemCrossEntropy(CrossEntropy):
     """Cross-entropy averaged over the hard pixels only (``hard_pixel_mask``).
 
     Args:
-        num_classes, class_weights, ignore_index, label_smoothing: as ``CrossEntropy``.
+        num_classes, class_weights, ignore_index, label_smoothing, class_weight_power:
+            as ``CrossEntropy``.
         threshold: a pixel is hard when its target-class probability is below it.
         min_kept_fraction: the hardest ``min_kept_fraction`` of the valid pixels
             of the batch are kept whatever their probability. The default 0.2
@@ -83,8 +84,11 @@ class OhemCrossEntropy(CrossEntropy):
         label_smoothing: float = 0.0,
         threshold: float = 0.7,
         min_kept_fraction: float = 0.2,
+        class_weight_power: float = 1.0,
     ) -> None:
-        super().__init__(num_classes, class_weights, ignore_index, label_smoothing)
+        super().__init__(
+            num_classes, class_weights, ignore_index, label_smoothing, class_weight_power
+        )
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"loss.threshold must be in (0, 1], found {threshold}")
         if not 0.0 <= min_kept_fraction <= 1.0:

@@ -84,3 +84,9 @@ def test_all_ignored_is_zero_and_bad_arguments():
         OhemCrossEntropy(2, threshold=0.0)
     with pytest.raises(ValueError, match="min_kept_fraction must be in"):
         OhemCrossEntropy(2, min_kept_fraction=1.5)
+
+
+def test_class_weight_power_reaches_the_cross_entropy_core():
+    loss = OhemCrossEntropy(num_classes=3, class_weights="median_frequency", class_weight_power=0.5)
+    loss.set_class_weights(torch.tensor([4.0, 1.0, 0.25]))
+    assert torch.allclose(loss.weight, torch.tensor([2.0, 1.0, 0.5]))
