@@ -119,3 +119,10 @@ def save_final_metrics(metrics: dict[str, float], directory: Path) -> Path:
     clean = {name: None if math.isnan(value) else value for name, value in metrics.items()}
     path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def load_final_metrics(directory: Path) -> dict[str, float | None]:
+    """The metrics ``save_final_metrics`` wrote in ``directory`` (NaN as None); {} when the
+    run wrote none (it failed or is still running)."""
+    path = directory / FINAL_METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cheeger.runner import FINAL_METRICS_FILE
+from cheeger.runner import load_final_metrics
 
 log = logging.getLogger("cheeger.sweep_summary")
 
@@ -64,8 +64,7 @@ def read_jobs(sweep_dir: Path) -> list[JobResult]:
     jobs = []
     for path in sweep_dir.rglob(JOB_FILE):
         record = json.loads(path.read_text())
-        metrics_path = path.parent / FINAL_METRICS_FILE
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        metrics = load_final_metrics(path.parent)
         jobs.append(
             JobResult(
                 num=int(record["num"]),

@@ -26,7 +26,6 @@ stopped (``--fresh`` retrains everything). Examples, from the repository root:
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import math
@@ -36,13 +35,15 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 from scipy import stats
 from tqdm import tqdm
+
+from cheeger.runner import FINAL_METRICS_FILE, load_final_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -61,7 +62,7 @@ class Run:
     step_time: float  # s, median over the last epoch's training batches
     peak_memory_mb: float
     wall_s: float
-    extra: dict[str, float] = field(default_factory=dict)
+    val_miou: float  # of the last epoch
 
 
 def load_study(path: Path) -> dict:
@@ -84,28 +85,16 @@ def load_study(path: Path) -> dict:
     return study
 
 
-def final_metrics(metrics_csv: Path) -> dict[str, float]:
-    """The last logged value of every column of a Lightning CSVLogger metrics.csv."""
-    if not metrics_csv.is_file():
-        raise FileNotFoundError(
-            f"{metrics_csv} not found: the study reads the CSV logger's file (keep logger=csv)"
-        )
-    last: dict[str, float] = {}
-    with metrics_csv.open() as handle:
-        for row in csv.DictReader(handle):
-            for key, value in row.items():
-                if value not in ("", None):
-                    last[key] = float(value)
-    return last
-
-
 def read_run(variant: str, seed: int, run_dir: Path, wall_s: float) -> Run:
-    """A Run from a finished run directory (its metrics.csv)."""
-    metrics = final_metrics(run_dir / "metrics.csv")
+    """A Run from a finished run directory (the final_metrics.json cheeger.train writes)."""
+    metrics = {
+        key: math.nan if value is None else value
+        for key, value in load_final_metrics(run_dir).items()
+    }
     missing = [f"test/{s}" for s in SCORES if f"test/{s}" not in metrics]
     if missing:
         raise KeyError(
-            f"{run_dir / 'metrics.csv'} has no {missing}: was the run made with test=true?"
+            f"{run_dir / FINAL_METRICS_FILE} has no {missing}: was the run made with test=true?"
         )
     trimap = {
         int(key.split("@")[1]): value
@@ -120,7 +109,7 @@ def read_run(variant: str, seed: int, run_dir: Path, wall_s: float) -> Run:
         step_time=metrics.get("train/step_time", math.nan),
         peak_memory_mb=metrics.get("train/peak_memory_mb", math.nan),
         wall_s=wall_s,
-        extra={"val/mIoU": metrics.get("val/mIoU", math.nan)},
+        val_miou=metrics.get("val/mIoU", math.nan),
     )
 
 
@@ -212,7 +201,7 @@ def report(study: dict, runs: list[Run], header: str) -> str:
     ]
     for r in runs:
         lines.append(
-            f"| {r.variant} | {r.seed} | {r.extra.get('val/mIoU', math.nan):.3f} | "
+            f"| {r.variant} | {r.seed} | {r.val_miou:.3f} | "
             f"{r.scores['mIoU']:.3f} | {r.scores['boundary_iou']:.3f} | {r.scores['bf']:.3f} | "
             f"{r.step_time:.3f} | {r.peak_memory_mb:.0f} | {r.wall_s / 60:.1f} |"
         )

@@ -59,8 +59,9 @@ class UNet(nn.Module):
             feature map relative to the input.
         max_channels: cap on the stage width.
         channels_last: run the convolutions in channels-last (NHWC) memory layout
-            (about 15% faster per training step on x86 CPUs with oneDNN, and what
-            tensor cores prefer); the returned feature map is contiguous NCHW either way.
+            (1.18x faster per training step on a 2-core x86 CPU, see
+            experiments/bench_unet_layout.py; also what tensor cores prefer); the
+            returned feature map is contiguous NCHW either way.
 
     Shapes:
         forward: (B, in_channels, H, W) -> (B, out_channels, H/output_stride, W/output_stride)

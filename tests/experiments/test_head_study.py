@@ -51,6 +51,7 @@ def _run(variant, seed, miou, step):
         step,
         1000.0 + seed,
         60.0,
+        miou,
     )
 
 
@@ -107,7 +108,6 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
                 "baseline": "conv",
                 "shared": [
                     *TINY,
-                    "logger=csv",
                     "callbacks.panel=null",
                     "trainer.max_epochs=1",
                     "trainer.limit_train_batches=1",
