@@ -408,6 +408,44 @@ def exact_spectral_filter(
     return eigenvectors @ (values * coordinates)
 
 
+def subspace_filter(
+    graph: NeighborGraph,
+    eigenvectors: Tensor,
+    response: Tensor,
+    x: Tensor,
+    kind: LaplacianKind | str = "symmetric",
+) -> Tensor:
+    """h(L) X on the span of k eigenvectors of the Laplacian of ``kind``, (B, N, C).
+
+    Args:
+        graph: the graph the eigenvectors belong to (its degrees, for random_walk).
+        eigenvectors: (B, N, k). "unnormalized" and "symmetric": orthonormal columns U
+            of L; "random_walk": V = D^-1/2 U with U those of L_sym, so Vᵀ D V = I (the
+            convention of ``partial_eigh`` and the dense solver).
+        response: h at the k eigenvalues, (B, k) or (B, k, C).
+        x: (B, N, C).
+        kind: the Laplacian.
+
+    Returns:
+        U h Uᵀ X, or for random_walk V h Vᵀ D X = D^-1/2 U h Uᵀ D^1/2 X, which is
+        h(L_rw) X when all N pairs are given (L_rw = D^-1/2 L_sym D^1/2). With k < N
+        the filter acts as 0 outside the span. At an isolated node V is 0 (D^-1/2 is
+        taken as 0 there), so the output is 0. Differentiable in every tensor.
+    """
+    kind = laplacian_kind(kind)
+    if kind is LaplacianKind.RANDOM_WALK:
+        x = degree(graph).unsqueeze(-1).to(x.dtype) * x
+    weights = response.unsqueeze(-1) if response.dim() == 2 else response
+    if weights.shape[:2] != eigenvectors.shape[::2] or x.shape[:2] != eigenvectors.shape[:2]:
+        raise ValueError(
+            f"subspace_filter takes eigenvectors (B, N, k), response (B, k[, C]) and x "
+            f"(B, N, C); found {tuple(eigenvectors.shape)}, {tuple(response.shape)} and "
+            f"{tuple(x.shape)}"
+        )
+    coordinates = eigenvectors.transpose(-1, -2) @ x  # (B, k, C)
+    return eigenvectors @ (weights.to(x.dtype) * coordinates)
+
+
 # --------------------------------------------------------------------------- one interface
 
 
@@ -438,8 +476,9 @@ def spectral_filter(
             dense differentiable ``eigh`` of the whole Laplacian (O(N³); ``backward`` names
             its gradient mode, see ``cheeger.ops.eigh``).
         kind: "symmetric", "unnormalized" or "random_walk". For "random_walk" the exact
-            method uses L_rw = T⁻¹ L_sym T with T = D^1/2 (1 at isolated nodes), so
-            ``eigenpairs`` must then be those of L_sym (L_rw is not symmetric).
+            method computes D^-1/2 U h(Λ) Uᵀ D^1/2 X, so ``eigenpairs`` must then be
+            those of L_sym (L_rw is not symmetric); at an isolated node (D = 0) it takes
+            D^1/2 = 1, which gives h(1) x there, as the Chebyshev method does.
         order, lambda_max, num_points: Chebyshev options (lambda_max: default bound).
         eps: isolated-node threshold of the degree normalisation.
 
@@ -464,7 +503,8 @@ def spectral_filter(
         eigenvalues, eigenvectors = eigenpairs
     if kind is not LaplacianKind.RANDOM_WALK:
         return exact_spectral_filter(eigenvectors, eigenvalues, response, x)
-    # h(L_rw) X = T^-1 h(L_sym) T X with T = D^1/2, taken as 1 at isolated nodes.
+    # h(L_rw) X = T^-1 h(L_sym) T X with T = D^1/2 (1 at isolated nodes, as in the
+    # Chebyshev method, whose L_rw row there is the identity row: h(1) x).
     root = inverse_degree_power(graph, 0.5, eps)
     isolated = root == 0
     similarity = torch.where(isolated, torch.ones_like(root), 1.0 / root.masked_fill(isolated, 1))

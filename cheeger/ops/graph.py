@@ -60,6 +60,12 @@ class NeighborGraph:
             row's own id.
         weight: float (B, N, K), finite and >= 0, exactly 0 on padding slots;
             may require grad.
+        node_features: optional (B, N, C), the (metric-mapped) node features the
+            weights were computed from, and
+        bandwidth: optional (B,) or scalar, their kernel bandwidth σ. Builders that
+            know them attach them (``cheeger.models.affinity``) for solvers that
+            rebuild a dense kernel of the same features (Nyström); every other op
+            reads only ``index`` and ``weight``, and derived graphs drop them.
 
     Construction validates shapes, dtypes, the index range and the weights
     (finite, non-negative) and raises ``ValueError`` naming the argument. The
@@ -69,6 +75,8 @@ class NeighborGraph:
 
     index: Tensor
     weight: Tensor
+    node_features: Tensor | None = None
+    bandwidth: Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_neighbor_lists(self.index, self.weight)
