@@ -1,17 +1,25 @@
 """Spectral solvers of the head (the ``solver`` config group): how h(L) reaches the pixels.
 
-A solver turns a graph (and, for Nyström, the pixel features) into a spectral filter
-of a signal X (B, N, E) with a response h:
+Every solver has one method the head calls,
 
-* eigenpair solvers return the k smallest eigenpairs (λ (B, k), U (B, N, k)); the head
-  then applies U h(Λ) Uᵀ X (``cheeger.ops.chebyshev.exact_spectral_filter``):
+    filter(graph, signal (B, N, E), response, kind, gate=None) -> (h(L) X (B, N, E), SpectralInfo)
+
+with ``response(eigenvalues (B, M), lambda_max (B,)) -> h (B, M)`` (a
+``cheeger.models.response.SpectralResponse``) and ``kind`` the Laplacian. Whatever the
+solver, ``laplacian=random_walk`` means h(L_rw) X = D^-1/2 U h(Λ) Uᵀ D^1/2 X with
+L_sym = U Λ Uᵀ (``cheeger.ops.chebyshev.subspace_filter``).
+
+* eigenpair solvers compute the k smallest eigenpairs (their ``eigenpairs`` method) and
+  apply h on their span; :class:`SpectralInfo` then carries the eigenpairs (panels,
+  losses, the noise gate):
   - :class:`DenseSolver` (``dense``): the dense Laplacian and ``cheeger.ops.eigh``,
     O(N³), guarded by ``max_nodes``;
   - :class:`PartialSolver` (``lanczos``): ``cheeger.ops.partial_eigh``, the batched
     Chebyshev-filtered block solver with implicit-differentiation backward, O(nnz k);
   - :class:`NystromSolver` (``nystrom``): ``cheeger.ops.nystrom``, landmarks on the
-    dense Gaussian/cosine kernel of the (metric-mapped) features, O(N m²); it ignores
-    the graph's edges (it has its own kernel) and its Laplacian is the symmetric one;
+    dense Gaussian/cosine kernel of the graph's ``node_features`` with its
+    ``bandwidth`` (attached by the affinity); it ignores the graph's edges and its
+    Laplacian is the symmetric one;
 * :class:`ChebyshevSolver` (``chebyshev``) computes no eigenpairs: h(L) X over the
   whole spectrum by a Chebyshev polynomial of the response, ``order - 1`` sparse products.
 
@@ -20,57 +28,109 @@ Solvers hold options only (no parameters), so they are plain classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
-from cheeger.ops.chebyshev import chebyshev_coefficients, chebyshev_filter
+from cheeger.ops.chebyshev import chebyshev_coefficients, chebyshev_filter, subspace_filter
 from cheeger.ops.eigh import eigh
 from cheeger.ops.graph import NeighborGraph
-from cheeger.ops.laplacian import inverse_degree_power, laplacian_to_dense
+from cheeger.ops.laplacian import inverse_degree_power, lambda_max_bound, laplacian_to_dense
 from cheeger.ops.nystrom import nystrom_fit
 from cheeger.ops.partial_eigh import partial_eigh
+
+# response(eigenvalues (B, M), lambda_max (B,)) -> h (B, M)
+Response = Callable[[Tensor, Tensor], Tensor]
+# gate(eigenvalues (B, k), eigenvectors (B, N, k)) -> factor (B, k) multiplying h
+Gate = Callable[[Tensor, Tensor], Tensor]
 
 
 class Eigenpairs(NamedTuple):
     eigenvalues: Tensor  # (B, k) ascending
     eigenvectors: Tensor  # (B, N, k) orthonormal (D-orthonormal for random_walk)
+    iterations: int | None = None  # solver iterations, when it iterates
+    residual: float | None = None  # largest relative residual, when it measures one
 
 
-def _check_k(k: int, num_nodes: int, solver: str) -> None:
-    if k > num_nodes - 1:
-        raise ValueError(
-            f"k={k} eigenpairs need a feature map with more than k pixels; solver={solver} "
-            f"got N = h w = {num_nodes}. Lower k or the backbone's output_stride."
-        )
+@dataclass
+class SpectralInfo:
+    """What a solver's ``filter`` computed besides the filtered signal.
+
+    Attributes:
+        lambda_max: (B,) the spectrum bound the response was evaluated on.
+        eigenvalues: (B, k), or None for solvers without eigenpairs.
+        eigenvectors: (B, N, k), or None (D-orthonormal for random_walk).
+        response: (B, k) the h applied to each eigenpair (gate included), or None.
+        iterations: solver iterations (Chebyshev: sparse products), when known.
+        residual: largest relative eigen-residual, when the solver measures one.
+    """
+
+    lambda_max: Tensor
+    eigenvalues: Tensor | None = None
+    eigenvectors: Tensor | None = None
+    response: Tensor | None = None
+    iterations: int | None = None
+    residual: float | None = None
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, found {k!r}")
+    return k
 
 
 class SpectralSolver:
-    """Interface. ``provides_eigenpairs`` tells the head which method it calls."""
+    """Interface: ``filter``; eigenpair solvers implement ``eigenpairs`` and inherit it."""
 
     name = "solver"
     provides_eigenpairs = True
     # Laplacian kinds the solver can produce (None: all).
     laplacians: tuple[str, ...] | None = None
 
-    def eigenpairs(
-        self,
-        graph: NeighborGraph,
-        k: int,
-        kind: str,
-        features: Tensor,
-        sigma: Tensor | None,
-    ) -> Eigenpairs:
-        """k smallest eigenpairs of the Laplacian of ``kind``; ``features`` (B, N, C) are the
-        metric-mapped node features and ``sigma`` the affinity bandwidth (Nyström only)."""
+    def __init__(self, k: int = 16) -> None:
+        self.k = _check_k(k)
+
+    def check_num_nodes(self, num_nodes: int) -> None:
+        """ValueError, naming the option and the fix, if a graph of this size is refused."""
+        if self.provides_eigenpairs and num_nodes <= self.k:
+            raise ValueError(
+                f"solver={self.name} with k={self.k} needs a graph of more than k nodes; "
+                f"found N = {num_nodes} (lower k, or model.output_stride for head.mode="
+                "embedding)"
+            )
+
+    def eigenpairs(self, graph: NeighborGraph, kind: str) -> Eigenpairs:
+        """The k smallest eigenpairs of the Laplacian of ``kind`` (eigenpair solvers)."""
         raise NotImplementedError
 
-    def apply(
-        self, graph: NeighborGraph, x: Tensor, response, kind: str, lambda_max: Tensor
-    ) -> Tensor:
-        """h(L) X for solvers without eigenpairs; ``response(λ (B, M)) -> (B, M)`` on
-        [0, lambda_max (B,)], the spectrum bound the head already computed."""
-        raise NotImplementedError
+    def filter(
+        self,
+        graph: NeighborGraph,
+        signal: Tensor,
+        response: Response,
+        kind: str,
+        gate: Gate | None = None,
+    ) -> tuple[Tensor, SpectralInfo]:
+        """h(L) X on the span of the k smallest eigenpairs; ``gate`` scales h per pair."""
+        self.check_num_nodes(graph.num_nodes)
+        lambda_max = lambda_max_bound(graph, kind).to(signal.dtype)
+        pairs = self.eigenpairs(graph, kind)
+        weights = response(pairs.eigenvalues, lambda_max)
+        if gate is not None:
+            weights = weights * gate(pairs.eigenvalues, pairs.eigenvectors)
+        filtered = subspace_filter(graph, pairs.eigenvectors, weights, signal, kind)
+        info = SpectralInfo(
+            lambda_max,
+            pairs.eigenvalues,
+            pairs.eigenvectors,
+            weights,
+            pairs.iterations,
+            pairs.residual,
+        )
+        return filtered, info
 
 
 class DenseSolver(SpectralSolver):
@@ -78,23 +138,27 @@ class DenseSolver(SpectralSolver):
 
     name = "dense"
 
-    def __init__(self, backward: str = "lorentzian", eps: float = 1e-4, max_nodes: int = 4096):
+    def __init__(
+        self, k: int = 16, backward: str = "lorentzian", eps: float = 1e-4, max_nodes: int = 4096
+    ):
+        super().__init__(k)
         self.backward = backward
         self.eps = eps
         self.max_nodes = max_nodes
 
-    def eigenpairs(self, graph, k, kind, features, sigma):
-        num_nodes = graph.num_nodes
-        _check_k(k, num_nodes, self.name)
+    def check_num_nodes(self, num_nodes: int) -> None:
+        super().check_num_nodes(num_nodes)
         if num_nodes > self.max_nodes:
             raise ValueError(
                 f"solver=dense forms the {num_nodes} x {num_nodes} Laplacian; that exceeds "
-                f"solver.max_nodes={self.max_nodes}. Use solver=lanczos (sparse) or a coarser "
-                f"feature map (model.output_stride)."
+                f"solver.max_nodes={self.max_nodes}. Use solver=lanczos or solver=chebyshev "
+                "(sparse), or a smaller graph (model.output_stride for head.mode=embedding)."
             )
+
+    def eigenpairs(self, graph, kind):
         symmetric_kind = "symmetric" if kind == "random_walk" else kind
         dense = laplacian_to_dense(graph, symmetric_kind)
-        values, vectors = eigh(dense, k=k, backward=self.backward, eps=self.eps)
+        values, vectors = eigh(dense, k=self.k, backward=self.backward, eps=self.eps)
         if kind == "random_walk":
             vectors = inverse_degree_power(graph, 0.5).unsqueeze(-1) * vectors
         return Eigenpairs(values, vectors)
@@ -107,6 +171,7 @@ class PartialSolver(SpectralSolver):
 
     def __init__(
         self,
+        k: int = 16,
         tol: float | None = None,
         max_iter: int = 200,
         guard: int | None = None,
@@ -119,6 +184,7 @@ class PartialSolver(SpectralSolver):
         backward_tol: float | None = None,
         backward_max_iter: int = 1000,
     ) -> None:
+        super().__init__(k)
         self.options = dict(
             tol=tol,
             max_iter=max_iter,
@@ -132,44 +198,49 @@ class PartialSolver(SpectralSolver):
             backward_tol=backward_tol,
             backward_max_iter=backward_max_iter,
         )
-        self.last_info = None
 
-    def eigenpairs(self, graph, k, kind, features, sigma):
-        _check_k(k, graph.num_nodes, self.name)
-        values, vectors, info = partial_eigh(graph, k, kind, **self.options)
-        self.last_info = info
-        return Eigenpairs(values, vectors)
+    def eigenpairs(self, graph, kind):
+        values, vectors, info = partial_eigh(graph, self.k, kind, **self.options)
+        return Eigenpairs(values, vectors, info.iterations, info.max_residual)
 
 
 class NystromSolver(SpectralSolver):
-    """``cheeger.ops.nystrom.nystrom_fit`` on the mapped features with the affinity's σ."""
+    """``cheeger.ops.nystrom.nystrom_fit`` on the graph's node features and bandwidth."""
 
     name = "nystrom"
     laplacians = ("symmetric",)
 
     def __init__(
         self,
+        k: int = 16,
         num_landmarks: int = 256,
         kernel: str = "gaussian",
         landmarks: str = "fps",
         backward: str = "lorentzian",
         eps: float = 1e-4,
     ) -> None:
+        super().__init__(k)
+        if isinstance(num_landmarks, bool) or not isinstance(num_landmarks, int):
+            raise ValueError(f"solver.num_landmarks must be an int, found {num_landmarks!r}")
+        if num_landmarks < self.k:
+            raise ValueError(
+                f"solver=nystrom needs solver.num_landmarks >= k; found "
+                f"num_landmarks={num_landmarks} and k={self.k}"
+            )
         self.num_landmarks = num_landmarks
         self.kernel = kernel
         self.landmarks = landmarks
         self.backward = backward
         self.eps = eps
 
-    def eigenpairs(self, graph, k, kind, features, sigma):
-        num_nodes = features.shape[1]
-        _check_k(k, num_nodes, self.name)
-        landmarks = min(self.num_landmarks, num_nodes)
-        if k > landmarks:
+    def eigenpairs(self, graph, kind):
+        features = graph.node_features
+        if features is None:
             raise ValueError(
-                f"solver=nystrom needs solver.num_landmarks >= k; found "
-                f"num_landmarks={landmarks} and k={k}"
+                "solver=nystrom needs the graph's node_features (the affinity attaches them); "
+                "this graph has none"
             )
+        sigma = graph.bandwidth
         if self.kernel == "gaussian" and sigma is None:
             raise ValueError(
                 "solver=nystrom with solver.kernel=gaussian needs the affinity's bandwidth; "
@@ -178,8 +249,8 @@ class NystromSolver(SpectralSolver):
             )
         fit = nystrom_fit(
             features,
-            landmarks,
-            k,
+            min(self.num_landmarks, features.shape[1]),
+            self.k,
             kernel=self.kernel,
             sigma=sigma if self.kernel == "gaussian" else None,
             landmarks=self.landmarks,
@@ -190,7 +261,13 @@ class NystromSolver(SpectralSolver):
 
 
 class ChebyshevSolver(SpectralSolver):
-    """h(L) X by a Chebyshev polynomial of ``order`` terms fitted to the response."""
+    """h(L) X by a Chebyshev polynomial p of ``order`` terms fitted to the response.
+
+    The interpolant is shifted by the constant h(0) - p(0) (added to θ_0, since
+    T_k(-1) = (-1)^k), so that it is exact at λ = 0: a signal in the null space (for
+    random_walk and unnormalized, a constant on each connected component) is scaled by
+    exactly h(0), as an eigenpair solver does. The shift is at most the fit's error.
+    """
 
     name = "chebyshev"
     provides_eigenpairs = False
@@ -200,6 +277,21 @@ class ChebyshevSolver(SpectralSolver):
             raise ValueError(f"solver.order must be an int >= 1, found {order!r}")
         self.order = order
 
-    def apply(self, graph, x, response, kind, lambda_max):
-        theta = chebyshev_coefficients(response, self.order, lambda_max)
-        return chebyshev_filter(graph, x, theta, kind, lambda_max)
+    def filter(self, graph, signal, response, kind, gate=None):
+        if gate is not None:
+            raise ValueError("solver=chebyshev computes no eigenpairs, so it cannot gate them")
+        lambda_max = lambda_max_bound(graph, kind).to(signal.dtype)
+
+        def at(eigenvalues: Tensor) -> Tensor:
+            return response(eigenvalues, lambda_max)
+
+        theta = chebyshev_coefficients(at, self.order, lambda_max)  # (B, K, 1)
+        signs = torch.ones(self.order, dtype=theta.dtype, device=theta.device)
+        signs[1::2] = -1.0
+        at_zero = (theta * signs.view(1, -1, 1)).sum(dim=1)  # p(0), (B, 1)
+        exact_zero = at(lambda_max.new_zeros(lambda_max.shape[0], 1))  # h(0), (B, 1)
+        shift = torch.zeros_like(theta)
+        shift[:, 0] = exact_zero - at_zero
+        theta = theta + shift
+        filtered = chebyshev_filter(graph, signal, theta, kind, lambda_max)
+        return filtered, SpectralInfo(lambda_max, iterations=self.order - 1)
