@@ -28,6 +28,7 @@ from cheeger.data.classes import IGNORE_INDEX
 from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
+from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
 from cheeger.metrics.mean import WeightedMean
 
@@ -35,7 +36,7 @@ log = logging.getLogger("cheeger")
 
 STAGES = ("train", "val", "test")
 # Config groups a checkpoint must carry to rebuild its module without the run's files.
-MODEL_KEYS = ("model", "head", "loss")
+MODEL_KEYS = ("model", "head", "loss", "postprocess")
 
 
 class SegmentationModule(L.LightningModule):
@@ -58,6 +59,9 @@ class SegmentationModule(L.LightningModule):
             ``inference(model_fn, image, multiple) -> logits`` (``cheeger.inference.Inference``:
             padded whole image or sliding windows); None: one forward pass. With it the
             val/test loss gets no head auxiliaries.
+        postprocess: ``postprocess(logits, image) -> logits`` applied outside training
+            (validation, test, predict), e.g. the fixed ``ImageDiffusion`` control; None:
+            the head's logits as they are.
 
     Logged per stage: ``loss``, ``loss/<term>`` (for a loss with ``last_terms``, such
     as ``CompositeLoss``), ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
@@ -83,6 +87,7 @@ class SegmentationModule(L.LightningModule):
         bf_tolerance: float = 2.0,
         trimap_widths: Sequence[int] = (1, 2, 4, 8, 16),
         inference: Callable[..., Tensor] | None = None,
+        postprocess: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -96,6 +101,7 @@ class SegmentationModule(L.LightningModule):
             list(class_names) if class_names else [str(i) for i in range(num_classes)]
         )
         self.inference = inference
+        self.postprocess = postprocess
         # ModuleDict keys may not shadow nn.Module attributes such as `train`.
         self.metrics = nn.ModuleDict(
             {f"{stage}_iou": SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
@@ -107,6 +113,8 @@ class SegmentationModule(L.LightningModule):
             )
             self.metrics[f"{stage}_bf"] = BFScore(num_classes, bf_tolerance, ignore_index)
             self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
+            # Graph quality of heads with a pixel graph (updated only when aux has one).
+            self.metrics[f"{stage}_edge_auc"] = EdgeAUC(ignore_index)
         # Image-weighted epoch means of the val/test loss terms, by logged name; created on
         # first use (the term names are the loss's), on the loss's device.
         self.loss_means: dict[str, WeightedMean] = {}
@@ -134,6 +142,7 @@ class SegmentationModule(L.LightningModule):
         loss = instantiate(cfg.loss, num_classes=num_classes, ignore_index=ignore_index)
         optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
         scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+        postprocess = instantiate(cfg.postprocess) if cfg.get("postprocess") else None
         metrics = cfg.get("metrics") or {}
         module = cls(
             backbone,
@@ -144,10 +153,13 @@ class SegmentationModule(L.LightningModule):
             num_classes=num_classes,
             ignore_index=ignore_index,
             class_names=cfg.dataset.get("class_names"),
+            postprocess=postprocess,
             **metrics,
         )
         module.model_config = {
-            key: OmegaConf.to_container(cfg[key], resolve=True) for key in MODEL_KEYS
+            key: OmegaConf.to_container(cfg[key], resolve=True)
+            for key in MODEL_KEYS
+            if cfg.get(key) is not None
         }
         palette = cfg.dataset.get("palette")
         module.model_config["dataset"] = {
@@ -184,7 +196,10 @@ class SegmentationModule(L.LightningModule):
     def forward(self, image: Tensor) -> tuple[Tensor, dict]:
         """(B, 3, H, W) -> logits (B, K, H, W) and the head's auxiliaries."""
         features = self.backbone(image)
-        return self.head(features, size=tuple(image.shape[-2:]))
+        logits, aux = self.head(features, image)
+        if self.postprocess is not None and not self.training:
+            logits = self.postprocess(logits, image)
+        return logits, aux
 
     @property
     def input_multiple(self) -> int:
@@ -219,9 +234,20 @@ class SegmentationModule(L.LightningModule):
         if stage != "train":
             for kind in ("boundary_iou", "bf", "trimap"):
                 self.metrics[f"{stage}_{kind}"].update(pred, mask)
+            if aux is not None and "graph" in aux and "graph_size" in aux:
+                self.metrics[f"{stage}_edge_auc"].update(aux["graph"], mask, aux["graph_size"])
+        elif aux is not None:
+            self._log_solver(aux.get("spectral_info"), image.shape[0])
         if loss is not None:
             self._log_loss(stage, loss, image.shape[0])
         return loss, pred
+
+    def _log_solver(self, info: Any, batch_size: int) -> None:
+        """Per-step solver diagnostics of a spectral head (iterations, eigen-residual)."""
+        for name in ("iterations", "residual"):
+            value = getattr(info, name, None)
+            if value is not None:
+                self.log(f"train/solver_{name}", float(value), on_step=True, batch_size=batch_size)
 
     def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         # A CompositeLoss keeps each term's unweighted value of this call.
@@ -322,6 +348,11 @@ class SegmentationModule(L.LightningModule):
             result[f"trimap_iou@{width}"] = value.cpu()
             self.log(f"{stage}/trimap_iou@{width}", value.float())
         metric.reset()
+        metric = self.metrics[f"{stage}_edge_auc"]
+        if metric.update_called:
+            result["edge_auc"] = metric.compute()
+            self.log(f"{stage}/edge_auc", result["edge_auc"].float())
+            metric.reset()
 
     def on_train_epoch_end(self) -> None:
         self._end_epoch("train")

@@ -23,12 +23,12 @@ class FakeSpectralHead(SegmentationHead):
         self.k = k
         self.classifier = torch.nn.Conv2d(in_channels, num_classes, 1)
 
-    def forward(self, features, size):
+    def forward(self, features, image):
         b, _, h, w = features.shape
         vectors = features[:, : self.k]
         eigenvalues = torch.linspace(0, 1, self.k).expand(b, self.k)
         aux = {"eigenvectors": vectors, "eigenvalues": eigenvalues, "response": 1 - eigenvalues}
-        return upsample_logits(self.classifier(features), size), aux
+        return upsample_logits(self.classifier(features), image.shape[-2:]), aux
 
 
 def test_panel_with_spectral_aux_and_summary_plots(compose_train, tmp_path):

@@ -8,6 +8,16 @@ I / √C, so squared distances start as per-channel means and σ = 1 is a sensib
 initial bandwidth for normalised features of any width. The math lives in
 ``cheeger.ops`` (``grid_graph``, ``knn_graph``); the modules only hold parameters.
 
+The guide (``guide``) is what the graph measures: ``features`` (the backbone's feature
+map), ``image`` (the input image's colours; the spatial term comes from the window), or
+``image+features`` (both, concatenated, each channel weighted by the learned metric).
+The head chooses the graph's resolution (the feature map for ``head.mode=embedding``,
+the input for ``logits``/``upsample``) and :meth:`PixelAffinity.guide_map` resamples
+the guide to it (area averaging for the image, bilinear for the features).
+
+Every graph carries its metric-mapped node features and bandwidth
+(``NeighborGraph.node_features``/``bandwidth``) for solvers that rebuild a dense kernel.
+
 Two graph shapes:
 
 * :class:`GridAffinity` (``grid_bilateral``): each pixel linked to its window
@@ -20,9 +30,11 @@ Two graph shapes:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cheeger.ops.affinity import apply_metric
@@ -31,6 +43,7 @@ from cheeger.ops.grid import WINDOW_SHAPES, grid_graph
 from cheeger.ops.knn import knn_graph
 
 METRICS = ("none", "diagonal", "low_rank")
+GUIDES = ("features", "image", "image+features")
 KERNELS = ("gaussian", "self_tuning", "cosine")
 
 
@@ -42,7 +55,9 @@ class PixelAffinity(nn.Module):
         sigma: initial bandwidth σ > 0.
         learn_sigma: make σ a parameter (else a buffer).
         metric: "none", "diagonal" or "low_rank".
-        metric_rank: r for "low_rank" (default C).
+        metric_rank: r for "low_rank" (default: the guide's width).
+        guide: "features", "image" or "image+features" (module docstring).
+        image_channels: channels of the input image (filled in by the head).
     """
 
     uses_sigma = True
@@ -54,10 +69,23 @@ class PixelAffinity(nn.Module):
         learn_sigma: bool = True,
         metric: str = "diagonal",
         metric_rank: int | None = None,
+        guide: str = "features",
+        image_channels: int = 3,
     ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"affinity in_channels must be >= 1, found {in_channels}")
+        if guide not in GUIDES:
+            raise ValueError(f"affinity.guide must be one of {GUIDES}, found {guide!r}")
+        self.guide = guide
+        self.feature_channels = in_channels
+        self.image_channels = image_channels
+        # The metric measures the guide: its width is what the guide concatenates.
+        in_channels = {
+            "features": in_channels,
+            "image": image_channels,
+            "image+features": image_channels + in_channels,
+        }[guide]
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"affinity.sigma must be a finite number > 0, found {sigma!r}")
         if metric not in METRICS:
@@ -89,8 +117,37 @@ class PixelAffinity(nn.Module):
     def sigma(self) -> Tensor:
         return self.log_sigma.exp()
 
-    def forward(self, features: Tensor) -> NeighborGraph:
+    @property
+    def uses_image(self) -> bool:
+        return self.guide != "features"
+
+    def guide_map(self, features: Tensor, image: Tensor | None, size: tuple[int, int]) -> Tensor:
+        """The guide at the graph's resolution: (B, C_guide, *size).
+
+        features (B, C, h, w) and image (B, 3, H, W) (None when the guide is
+        ``features``) are resampled to ``size``.
+        """
+        parts = []
+        if self.uses_image:
+            if image is None:
+                raise ValueError(
+                    f"affinity.guide={self.guide} needs the input image, but the head got "
+                    "none (call head(features, image), or use affinity.guide=features)"
+                )
+            parts.append(_resample(image.to(features.dtype), size, "area"))
+        if self.guide != "image":
+            parts.append(_resample(features, size, "bilinear"))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def forward(self, guide: Tensor) -> NeighborGraph:
+        """guide (B, C_guide, h, w) (``guide_map``) -> NeighborGraph (B, h w, K)."""
         raise NotImplementedError
+
+    def _attach(self, graph: NeighborGraph, guide: Tensor) -> NeighborGraph:
+        """The graph with its mapped node features and bandwidth (for Nyström)."""
+        nodes = self.map_features(guide.flatten(2).transpose(1, 2))
+        sigma = self.sigma.to(guide.dtype) if self.uses_sigma else None
+        return dataclasses.replace(graph, node_features=nodes, bandwidth=sigma)
 
     def _metric(self, dtype: torch.dtype) -> Tensor | None:
         return None if self.metric is None else self.metric.to(dtype)
@@ -123,8 +180,12 @@ class GridAffinity(PixelAffinity):
         metric_rank: int | None = None,
         k_global: int = 0,
         max_degree: int | None = None,
+        guide: str = "features",
+        image_channels: int = 3,
     ) -> None:
-        super().__init__(in_channels, sigma, learn_sigma, metric, metric_rank)
+        super().__init__(
+            in_channels, sigma, learn_sigma, metric, metric_rank, guide, image_channels
+        )
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
             raise ValueError(f"affinity.radius must be an int >= 1, found {radius!r}")
         if window not in WINDOW_SHAPES:
@@ -137,17 +198,18 @@ class GridAffinity(PixelAffinity):
         self.k_global = k_global
         self.max_degree = max_degree
 
-    def forward(self, features: Tensor) -> NeighborGraph:
-        return grid_graph(
-            features,
+    def forward(self, guide: Tensor) -> NeighborGraph:
+        graph = grid_graph(
+            guide,
             self.radius,
-            self.sigma.to(features.dtype),
+            self.sigma.to(guide.dtype),
             self.sigma_spatial,
             window=self.window,
-            metric=self._metric(features.dtype),
+            metric=self._metric(guide.dtype),
             k_global=self.k_global,
             max_degree=self.max_degree,
         )
+        return self._attach(graph, guide)
 
 
 class KnnAffinity(PixelAffinity):
@@ -176,11 +238,15 @@ class KnnAffinity(PixelAffinity):
         mode: str = "union",
         max_degree: int | None = None,
         scale_neighbor: int = 7,
+        guide: str = "features",
+        image_channels: int = 3,
     ) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"affinity.kernel must be one of {KERNELS}, found {kernel!r}")
         self.uses_sigma = kernel == "gaussian"
-        super().__init__(in_channels, sigma, learn_sigma, metric, metric_rank)
+        super().__init__(
+            in_channels, sigma, learn_sigma, metric, metric_rank, guide, image_channels
+        )
         if isinstance(knn, bool) or not isinstance(knn, int) or knn < 1:
             raise ValueError(f"knn must be an int >= 1, found {knn!r}")
         self.knn = knn
@@ -189,20 +255,30 @@ class KnnAffinity(PixelAffinity):
         self.max_degree = max_degree
         self.scale_neighbor = min(scale_neighbor, knn)
 
-    def forward(self, features: Tensor) -> NeighborGraph:
-        nodes = features.flatten(2).transpose(1, 2)
+    def forward(self, guide: Tensor) -> NeighborGraph:
+        nodes = guide.flatten(2).transpose(1, 2)
         if self.knn > nodes.shape[1] - 1:
             raise ValueError(
-                f"knn={self.knn} needs more than knn pixels, but the feature map "
-                f"{tuple(features.shape[-2:])} has only {nodes.shape[1]}"
+                f"knn={self.knn} needs more than knn pixels, but the graph's map "
+                f"{tuple(guide.shape[-2:])} has only {nodes.shape[1]}"
             )
-        return knn_graph(
+        graph = knn_graph(
             nodes,
             self.knn,
             affinity=self.kernel,
-            sigma=self.sigma.to(features.dtype) if self.uses_sigma else None,
-            metric=self._metric(features.dtype),
+            sigma=self.sigma.to(guide.dtype) if self.uses_sigma else None,
+            metric=self._metric(guide.dtype),
             scale_neighbor=self.scale_neighbor,
             mode=self.mode,
             max_degree=self.max_degree,
         )
+        return self._attach(graph, guide)
+
+
+def _resample(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    """x (B, C, h, w) at ``size``: unchanged when equal, else area or bilinear."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.interpolate(x, size=tuple(size), mode="area")
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

@@ -1,9 +1,10 @@
 """Segmentation heads: ``features -> (logits, auxiliaries)``.
 
-Every head takes the backbone's feature map (B, C, h, w) and the input size
-(H, W) and returns logits (B, num_classes, H, W) plus a dict of auxiliaries
-(empty for ``ConvHead``; the spectral head puts its graph, eigenvalues and
-embedding there) that losses and logging callbacks may read.
+Every head takes the backbone's feature map (B, C, h, w) and the input image
+(B, 3, H, W) (a guide for the spectral head's graph, and the output size; None
+gives logits at the feature map's size) and returns logits (B, num_classes, H, W)
+plus a mapping of auxiliaries (empty for ``ConvHead``; the spectral head puts its
+graph, eigenvalues and embedding there) that losses and logging callbacks may read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class SegmentationHead(nn.Module):
         self.in_channels = in_channels
         self.num_classes = num_classes
 
-    def forward(self, features: Tensor, size: tuple[int, int]) -> tuple[Tensor, dict]:
+    def forward(self, features: Tensor, image: Tensor | None = None) -> tuple[Tensor, dict]:
         raise NotImplementedError
 
     def _check(self, features: Tensor) -> None:
@@ -32,6 +33,12 @@ class SegmentationHead(nn.Module):
             raise ValueError(
                 f"features must be (B, {self.in_channels}, h, w); found {tuple(features.shape)}"
             )
+
+
+def output_size(features: Tensor, image: Tensor | None) -> tuple[int, int]:
+    """(H, W) of the logits: the image's, or the feature map's when there is no image."""
+    source = features if image is None else image
+    return tuple(source.shape[-2:])
 
 
 def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -45,7 +52,7 @@ class ConvHead(SegmentationHead):
     """The baseline: dropout then a 1x1 convolution per pixel, upsampled to the input.
 
     Shapes:
-        (B, in_channels, h, w) -> logits (B, num_classes, H, W), aux {}
+        (B, in_channels, h, w), image (B, 3, H, W) -> logits (B, num_classes, H, W), aux {}
     """
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
@@ -55,7 +62,7 @@ class ConvHead(SegmentationHead):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=1)
 
-    def forward(self, features: Tensor, size: tuple[int, int]) -> tuple[Tensor, dict]:
+    def forward(self, features: Tensor, image: Tensor | None = None) -> tuple[Tensor, dict]:
         self._check(features)
         logits = self.classifier(self.dropout(features))
-        return upsample_logits(logits, size), {}
+        return upsample_logits(logits, output_size(features, image)), {}

@@ -83,17 +83,32 @@ class TemperResponse(SpectralResponse):
 
 
 class HeatResponse(SpectralResponse):
-    """h(λ) = exp(-t λ), the heat kernel at time t (in eigenvalue units)."""
+    """h(λ) = exp(-t λ), the heat kernel at time t (in eigenvalue units).
 
-    def __init__(self, t: float = 5.0) -> None:
+    ``learn=True`` makes t a parameter (stored as log t, so it stays positive; t must
+    then be > 0): the segmentation loss picks how far the diffusion reaches.
+    """
+
+    def __init__(self, t: float = 5.0, learn: bool = False) -> None:
         super().__init__()
         if not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 0):
             raise ValueError(f"response.t must be a finite number >= 0, found {t!r}")
-        self.t = float(t)
+        if learn and t <= 0:
+            raise ValueError(f"response.t must be > 0 with response.learn=true, found {t!r}")
+        self.learn = bool(learn)
+        if self.learn:
+            self.log_t = nn.Parameter(torch.tensor(math.log(t)))
+        else:
+            self.register_buffer("fixed_t", torch.tensor(float(t)))
+
+    @property
+    def t(self) -> Tensor:
+        return self.log_t.exp() if self.learn else self.fixed_t
 
     def forward(self, eigenvalues: Tensor, lambda_max: Tensor) -> Tensor:
         relative = self._relative(eigenvalues, lambda_max)
-        return torch.exp(-self.t * relative * lambda_max.unsqueeze(-1))
+        t = self.t.to(relative.dtype)
+        return torch.exp(-t * relative * lambda_max.unsqueeze(-1))
 
 
 class LearnedResponse(SpectralResponse):

@@ -22,6 +22,7 @@ from cheeger.models.response import (
 from cheeger.models.solvers import (
     ChebyshevSolver,
     DenseSolver,
+    Eigenpairs,
     NystromSolver,
     PartialSolver,
     SpectralSolver,
@@ -37,14 +38,14 @@ F64 = torch.float64
 
 
 def make_head(solver=None, response=None, affinity=None, k=6, channels=4, classes=3, **kwargs):
+    """A float64 head; ``k`` is the default dense solver's (a given solver has its own)."""
     torch.manual_seed(0)
     head = SpectralHead(
         channels,
         classes,
         affinity or functools.partial(GridAffinity, radius=1),
-        solver or DenseSolver(),
+        solver or DenseSolver(k=k),
         response or TemperResponse(1.0),
-        k=k,
         embed_dim=5,
         dtype="float64",
         **kwargs,
@@ -69,11 +70,13 @@ class FlipRotate(SpectralSolver):
     name = "flip_rotate"
 
     def __init__(self, solver, seed=0, tol=1e-8):
+        super().__init__(solver.k)
         self.solver, self.seed, self.tol = solver, seed, tol
         self.blocks_rotated = 0
 
-    def eigenpairs(self, graph, k, kind, features, sigma):
-        values, vectors = self.solver.eigenpairs(graph, k, kind, features, sigma)
+    def eigenpairs(self, graph, kind):
+        values, vectors = self.solver.eigenpairs(graph, kind)[:2]
+        k = self.k
         rng = np.random.default_rng(self.seed)
         signs = torch.from_numpy(rng.choice([-1.0, 1.0], size=k))
         vectors = vectors * signs
@@ -89,7 +92,7 @@ class FlipRotate(SpectralSolver):
                 vectors = torch.cat([vectors[..., :start], block, vectors[..., stop:]], dim=-1)
                 self.blocks_rotated += 1
             start = stop
-        return values, vectors
+        return Eigenpairs(values, vectors)
 
 
 @pytest.mark.parametrize(
@@ -104,11 +107,11 @@ def test_logits_invariant_to_sign_flips_and_degenerate_rotations(response):
             torch.nn.init.normal_(p, std=0.5)
     response = response.double()
     features = torch.ones(1, 4, 6, 6, dtype=torch.float64)
-    head = make_head(DenseSolver(), response, k=10)
-    reference, _ = head(features, (6, 6))
-    wrapped = FlipRotate(DenseSolver(), seed=3)
+    head = make_head(DenseSolver(k=10), response)
+    reference, _ = head(features)
+    wrapped = FlipRotate(DenseSolver(k=10), seed=3)
     head.solver = wrapped
-    flipped, aux = head(features, (6, 6))
+    flipped, aux = head(features)
     assert wrapped.blocks_rotated >= 2  # the spectrum really was degenerate
     # The eigenvectors changed, the logits did not.
     assert not torch.allclose(aux["eigenvectors"], head_eigenvectors(features, head))
@@ -116,41 +119,27 @@ def test_logits_invariant_to_sign_flips_and_degenerate_rotations(response):
 
 
 def head_eigenvectors(features, head):
-    head.solver, saved = DenseSolver(), head.solver
-    _, aux = head(features, tuple(features.shape[-2:]))
+    head.solver, saved = DenseSolver(k=head.solver.k), head.solver
+    _, aux = head(features)
     head.solver = saved
     return aux["eigenvectors"]
 
 
-def test_filter_with_eigenpairs_is_the_projector_formula():
-    head = make_head()
-    g = torch.Generator().manual_seed(0)
-    basis, _ = torch.linalg.qr(torch.randn(2, 20, 4, generator=g, dtype=torch.float64))
-    values = torch.tensor([[0.0, 0.1, 0.5, 1.0], [0.0, 0.2, 0.2, 1.5]], dtype=torch.float64)
-    signal = torch.randn(2, 20, 3, generator=g, dtype=torch.float64)
-    lambda_max = torch.full((2,), 2.0, dtype=torch.float64)
-    filtered, weights = head.filter_with_eigenpairs(values, basis, signal, lambda_max)
-    h = 1.0 - values / 2.0
-    expected = torch.stack([basis[b] @ torch.diag(h[b]) @ basis[b].T @ signal[b] for b in range(2)])
-    torch.testing.assert_close(filtered, expected)
-    torch.testing.assert_close(weights, h)
-
-
 def test_lanczos_and_nystrom_full_match_dense():
     features = blocky_features()
-    dense_head = make_head(DenseSolver(), k=4)
-    reference, ref_aux = dense_head(features, (8, 8))
-    lanczos_head = make_head(PartialSolver(tol=1e-10), k=4)
+    dense_head = make_head(DenseSolver(k=4))
+    reference, ref_aux = dense_head(features)
+    lanczos_head = make_head(PartialSolver(k=4, tol=1e-10))
     lanczos_head.load_state_dict(dense_head.state_dict())
-    logits, aux = lanczos_head(features, (8, 8))
+    logits, aux = lanczos_head(features)
     torch.testing.assert_close(aux["eigenvalues"], ref_aux["eigenvalues"], atol=1e-8, rtol=0)
     torch.testing.assert_close(logits, reference, atol=1e-6, rtol=0)
 
 
 def test_nystrom_with_all_landmarks_uses_the_dense_kernel_spectrum():
     features = blocky_features()
-    head = make_head(NystromSolver(num_landmarks=64), k=4)
-    _, aux = head(features, (8, 8))
+    head = make_head(NystromSolver(k=4, num_landmarks=64))
+    _, aux = head(features)
     nodes = head.affinity.map_features(features.flatten(2).transpose(1, 2))
     sigma = head.affinity.sigma.double()
     kernel = torch.exp(-torch.cdist(nodes, nodes).pow(2) / (2 * sigma**2))
@@ -165,7 +154,7 @@ def test_nystrom_with_all_landmarks_uses_the_dense_kernel_spectrum():
 def test_chebyshev_solver_equals_exact_full_spectrum_filter_for_polynomial_response():
     features = blocky_features()
     head = make_head(ChebyshevSolver(order=4), TemperResponse(2.0))
-    logits, aux = head(features, (8, 8))
+    logits, aux = head(features)
     assert "eigenvalues" not in aux and "noise_energy" not in aux
     dense = laplacian_to_dense(aux["graph"], "symmetric")
     values, vectors = torch.linalg.eigh(dense)
@@ -179,15 +168,15 @@ def test_chebyshev_solver_equals_exact_full_spectrum_filter_for_polynomial_respo
 @pytest.mark.parametrize("solver", ["dense", "lanczos", "nystrom", "chebyshev"])
 def test_gradients_reach_affinity_and_learned_response(solver):
     solvers = {
-        "dense": DenseSolver(),
-        "lanczos": PartialSolver(),
-        "nystrom": NystromSolver(num_landmarks=32),
+        "dense": DenseSolver(k=4),
+        "lanczos": PartialSolver(k=4),
+        "nystrom": NystromSolver(k=4, num_landmarks=32),
         "chebyshev": ChebyshevSolver(order=8),
     }
-    head = make_head(solvers[solver], LearnedResponse(), k=4, noise_gate=solver != "chebyshev")
+    head = make_head(solvers[solver], LearnedResponse(), noise_gate=solver != "chebyshev")
     features = blocky_features().requires_grad_(True)
     target = torch.randint(0, 3, (1, 8, 8), generator=torch.Generator().manual_seed(0))
-    logits, _ = head(features, (8, 8))
+    logits, _ = head(features)
     torch.nn.functional.cross_entropy(logits, target).backward()
     named = dict(head.named_parameters())
     checked = ["affinity.metric", "response.theta", "response.output_layer.weight", "value.weight"]
@@ -203,21 +192,22 @@ def test_gradients_reach_affinity_and_learned_response(solver):
 
 def test_knn_affinity_head_runs_at_full_resolution():
     head = make_head(
-        PartialSolver(), affinity=functools.partial(KnnAffinity, knn=5, kernel="gaussian"), k=4
+        PartialSolver(k=4), affinity=functools.partial(KnnAffinity, knn=5, kernel="gaussian")
     )
-    logits, aux = head(blocky_features(), (16, 16))
+    logits, aux = head(blocky_features(), torch.zeros(1, 3, 16, 16, dtype=F64))
     assert logits.shape == (1, 3, 16, 16)
     assert aux["graph"].num_nodes == 64  # one node per feature pixel: no pooling
     assert aux["eigenvectors"].shape == (1, 4, 8, 8)
 
 
 def test_noise_energy_is_a_share_and_the_gate_lowers_noise_directions():
-    head = make_head(DenseSolver(), TruncateResponse(), k=8)
+    head = make_head(DenseSolver(k=8), TruncateResponse())
     g = torch.Generator().manual_seed(0)
-    _, aux = head(torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64), (8, 8))
+    _, aux = head(torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64))
+    assert "noise_energy" in aux and not aux.is_computed("noise_energy")  # not paid for yet
     assert 0.0 <= float(aux["noise_energy"]) <= 1.0
-    gated = make_head(DenseSolver(), TruncateResponse(), k=8, noise_gate=True)
-    _, gated_aux = gated(torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64), (8, 8))
+    gated = make_head(DenseSolver(k=8), TruncateResponse(), noise_gate=True)
+    _, gated_aux = gated(torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64))
     assert float(gated_aux["response"].detach().max()) < 1.0
 
 
@@ -234,22 +224,22 @@ def test_incompatible_options_fail_with_the_option_names():
 
 def test_bad_feature_maps_fail_at_the_first_step():
     head = make_head(k=16)
-    with pytest.raises(ValueError, match="k=16.*feature map is \\(4, 4\\) = 16 pixels"):
-        head(torch.randn(1, 4, 4, 4, dtype=torch.float64), (4, 4))
+    with pytest.raises(ValueError, match="solver=dense with k=16 needs .* found N = 16"):
+        head(torch.randn(1, 4, 4, 4, dtype=torch.float64))
     features = blocky_features()
     features[0, 0, 2, 2] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite features"):
-        make_head()(features, (8, 8))
+        make_head()(features)
     with pytest.raises(ValueError, match="max_nodes=16"):
-        make_head(DenseSolver(max_nodes=16), k=2)(blocky_features(), (8, 8))
+        make_head(DenseSolver(k=2, max_nodes=16))(blocky_features())
 
 
 def test_denoise_keeps_running_and_changes_the_graph():
     features = blocky_features()
     plain = make_head()
     denoised = make_head(denoise=True)
-    _, aux_plain = plain(features, (8, 8))
-    _, aux_denoised = denoised(features, (8, 8))
+    _, aux_plain = plain(features)
+    _, aux_denoised = denoised(features)
     assert not torch.allclose(aux_plain["graph"].weight, aux_denoised["graph"].weight)
 
 
@@ -265,11 +255,11 @@ def test_float32_under_bf16_autocast_matches_float32(features_dtype):
     # Under trainer.precision=bf16-mixed the backbone hands over bf16 features; the head
     # computes the spectrum in float32 from them, so the eigenpairs are those of a float32
     # run on the same (bf16-rounded) values.
-    head = SpectralHead(4, 3, functools.partial(GridAffinity), DenseSolver(), TemperResponse(), k=3)
+    head = SpectralHead(4, 3, functools.partial(GridAffinity), DenseSolver(k=3), TemperResponse())
     features = blocky_features().to(features_dtype)
-    reference, ref_aux = head(features.float(), (8, 8))
+    reference, ref_aux = head(features.float())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, aux = head(features.clone().requires_grad_(), (8, 8))
+        logits, aux = head(features.clone().requires_grad_())
     assert aux["eigenvalues"].dtype == aux["eigenvectors"].dtype == torch.float32
     torch.testing.assert_close(aux["eigenvalues"], ref_aux["eigenvalues"], atol=1e-5, rtol=0)
     vectors, ref_vectors = (a["eigenvectors"].flatten(2).transpose(1, 2) for a in (aux, ref_aux))
@@ -327,10 +317,12 @@ class AnotherBasis(SpectralSolver):
 
     name = "another_basis"
 
-    def __init__(self, seed: int, gap: float) -> None:
+    def __init__(self, k: int, seed: int, gap: float) -> None:
+        super().__init__(k)
         self.seed, self.gap = seed, gap
 
-    def eigenpairs(self, graph, k, kind, features, sigma):
+    def eigenpairs(self, graph, kind):
+        k = self.k
         adjacency = to_dense(graph)[0].detach().numpy()
         lap, s = dense_laplacian(adjacency, kind)
         values, vectors = np.linalg.eigh(0.5 * (lap + lap.T))
@@ -341,7 +333,8 @@ class AnotherBasis(SpectralSolver):
             vectors[:, start:stop] = vectors[:, start:stop] @ rotation
         if kind == "random_walk":
             vectors = s[:, None] * vectors
-        return torch.from_numpy(values[None, :k]), torch.from_numpy(vectors[None, :, :k])
+        values, vectors = values[None, :k], vectors[None, :, :k]
+        return Eigenpairs(torch.from_numpy(values), torch.from_numpy(vectors))
 
 
 class GivenGraph(PixelAffinity):
@@ -429,24 +422,24 @@ def check_head_sign_and_basis_invariance(
         features.shape[1],
         3,
         affinity,
-        DenseSolver(),
+        DenseSolver(k=k),
         response.double(),
         laplacian,
-        k=k,
         embed_dim=4,
         dtype="float64",
     ).double()
-    size = tuple(features.shape[-2:])
     with torch.no_grad():
-        reference, ref_aux = head(features, size)
-        head.solver = AnotherBasis(seed, gap)
-        logits, aux = head(features, size)
+        reference, ref_aux = head(features)
+        head.solver = AnotherBasis(k, seed, gap)
+        logits, aux = head(features)
     # |U_c Q diag(h_c) Qᵀ U_cᵀ - U_c diag(h_c) U_cᵀ| <= max h_c - min h_c on each cluster c
-    # of the cut; D^-1/2 on both sides for random_walk; plus rounding.
+    # of the cut; for random_walk V h Vᵀ D = S U h Uᵀ S^-1 (S = D^-1/2 on connected nodes)
+    # amplifies it by max s / min s; plus rounding.
     h = ref_aux["response"][0].numpy()
     spread = sum(float(np.ptp(h[a:b])) for a, b in clusters if b <= k)
     s = dense_laplacian(to_dense(graph)[0].numpy(), laplacian)[1]
-    amplification = float(s.max()) ** 2 if laplacian == "random_walk" else 1.0
+    connected = s[s > 0]
+    amplification = float(s.max() / connected.min()) if laplacian == "random_walk" else 1.0
     value = head.value(features).detach().flatten(2)[0]  # (E, N)
     bound = (spread + 1e-8 * max(1.0, float(h.max()))) * amplification
     bound *= float(value.norm(dim=-1).max())

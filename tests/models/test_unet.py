@@ -52,16 +52,16 @@ def test_unet_bad_arguments():
 
 def test_conv_head_upsamples_and_checks_channels():
     head = ConvHead(in_channels=6, num_classes=5)
-    logits, aux = head(torch.randn(2, 6, 8, 12), size=(16, 24))
+    logits, aux = head(torch.randn(2, 6, 8, 12), torch.zeros(2, 3, 16, 24))
     assert logits.shape == (2, 5, 16, 24) and aux == {}
     with pytest.raises(ValueError, match=r"\(B, 6, h, w\)"):
-        head(torch.randn(2, 4, 8, 12), size=(16, 24))
+        head(torch.randn(2, 4, 8, 12), torch.zeros(2, 3, 16, 24))
 
 
 def test_conv_head_is_per_pixel_linear():
     head = ConvHead(in_channels=3, num_classes=2)
     f = torch.randn(1, 3, 4, 4)
-    logits, _ = head(f, size=(4, 4))
+    logits, _ = head(f)
     w = head.classifier.weight[:, :, 0, 0]
     expected = torch.einsum("kc,bchw->bkhw", w, f) + head.classifier.bias[None, :, None, None]
     torch.testing.assert_close(logits, expected)
