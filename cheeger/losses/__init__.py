@@ -2,10 +2,12 @@
 
 Pixel losses (``CrossEntropy``, ``OhemCrossEntropy``, ``LovaszSoftmax``,
 ``DiceLoss``) read the logits and target; auxiliary terms
-(``RayleighConsistency``, ``NoiseFloorPenalty``) read the head's ``aux`` dict;
+(``RayleighConsistency``, ``NoiseFloorPenalty``, ``AffinitySupervision``) read the
+head's ``aux`` mapping;
 ``CompositeLoss`` adds weighted, warmed-up terms and keeps their values for logging.
 """
 
+from cheeger.losses.affinity import AffinitySupervision
 from cheeger.losses.composite import CompositeLoss
 from cheeger.losses.cross_entropy import CrossEntropy
 from cheeger.losses.dice import DiceLoss
@@ -15,6 +17,7 @@ from cheeger.losses.ohem import OhemCrossEntropy
 from cheeger.losses.rayleigh import RayleighConsistency
 
 __all__ = [
+    "AffinitySupervision",
     "CompositeLoss",
     "CrossEntropy",
     "DiceLoss",

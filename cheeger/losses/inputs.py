@@ -19,6 +19,7 @@ AUX_PROVIDERS = {
     "laplacian": "spectral",
     "feature_logits": "spectral",
     "noise_energy": "spectral",
+    "graph_size": "spectral",
 }
 
 
