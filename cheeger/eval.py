@@ -2,8 +2,10 @@
 
 The model (backbone, head, loss) is rebuilt from the config stored inside the
 checkpoint, so no model overrides are needed; the dataset, trainer, logger,
-inference mode (whole image or sliding windows) and prediction export come
-from ``conf/eval.yaml`` and the command line. Predictions are written in the
+inference mode (whole image or sliding windows), an optional fixed post-processing
+(``postprocess=image_diffusion``) and prediction export come from
+``conf/eval.yaml`` and the command line. The metrics are also written to the run
+directory's ``final_metrics.json``. Predictions are written in the
 dataset's own format (Cityscapes: label-id PNGs for the official evaluator).
 """
 
@@ -22,7 +24,7 @@ from cheeger.config_schema import validate_config
 from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
-from cheeger.runner import build_trainer, resolve_ckpt_path
+from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_final_metrics
 
 log = logging.getLogger("cheeger.eval")
 
@@ -56,6 +58,9 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
     module.load_state_dict(checkpoint["state_dict"])
     if cfg is not None and cfg.get("inference") is not None:
         module.inference = instantiate(cfg.inference)
+    if cfg is not None and cfg.get("postprocess") is not None:
+        # An evaluation-time choice (no weights): e.g. the fixed image-diffusion control.
+        module.postprocess = instantiate(cfg.postprocess)
     return module
 
 
@@ -78,6 +83,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     else:
         trainer.test(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    save_final_metrics(metrics, output_dir(cfg))
     title = f"{cfg.split} ({datamodule.name}) of {ckpt_path}"
     print(results_table(module.class_names, module.results[cfg.split], title), flush=True)
     for callback in trainer.callbacks:
