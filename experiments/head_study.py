@@ -3,7 +3,14 @@
 Reads a study file (default ``experiments/head_study.yaml``: seeds, baseline, shared
 overrides, variants), trains every (variant, seed) with ``python -m cheeger.train`` in its
 own process (so that peak memory is the run's own) and directory
-``outputs/experiments/<name>/<variant>/seed<k>``, and writes
+``outputs/experiments/<name>/<variant>/seed<k>``.
+
+A variant is a list of training overrides, or ``{eval_of: <variant>, overrides: [...]}``:
+no training, ``python -m cheeger.eval`` of that (earlier) variant's best-val checkpoint
+on the test split with the given eval overrides (and the study's ``eval_shared``), e.g.
+a fixed post-processing control; its step time and memory are its source's.
+
+It writes
 ``experiments/results/<name>.md`` with
 
 * test mIoU, Boundary IoU, BF and the trimap curve (IoU in bands of growing width around
@@ -82,15 +89,50 @@ def load_study(path: Path) -> dict:
             f"{path}: baseline {study['baseline']!r} is not among the variants "
             f"{sorted(study['variants'])}"
         )
+    seen: list[str] = []
+    for name, spec in study["variants"].items():
+        if isinstance(spec, dict):
+            if set(spec) != {"eval_of", "overrides"} or spec["eval_of"] not in seen:
+                raise ValueError(
+                    f"{path}: variant {name!r} must be a list of overrides or "
+                    f"{{eval_of: <an earlier variant>, overrides: [...]}}, found {spec!r}"
+                )
+        elif not isinstance(spec, list):
+            raise ValueError(f"{path}: variant {name!r} must be a list, found {spec!r}")
+        seen.append(name)
+    study.setdefault("eval_shared", [])
     return study
 
 
-def read_run(variant: str, seed: int, run_dir: Path, wall_s: float) -> Run:
-    """A Run from a finished run directory (the final_metrics.json cheeger.train writes)."""
-    metrics = {
-        key: math.nan if value is None else value
-        for key, value in load_final_metrics(run_dir).items()
-    }
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best-val checkpoint ModelCheckpoint kept in ``run_dir/checkpoints``."""
+    found = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"{run_dir / 'checkpoints'}: expected one best checkpoint epoch*.ckpt, found "
+            f"{[f.name for f in found]}"
+        )
+    return found[0]
+
+
+def read_run(
+    variant: str, seed: int, run_dir: Path, wall_s: float, training_dir: Path | None = None
+) -> Run:
+    """A Run from a finished run directory (the final_metrics.json cheeger.train or
+    cheeger.eval writes); step time and memory from ``training_dir`` when given (an
+    evaluation-only variant's source)."""
+
+    def load(directory: Path) -> dict[str, float]:
+        return {
+            key: math.nan if value is None else value
+            for key, value in load_final_metrics(directory).items()
+        }
+
+    metrics = load(run_dir)
+    if training_dir is not None:
+        training = load(training_dir)
+        for key in ("train/step_time", "train/peak_memory_mb", "val/mIoU"):
+            metrics[key] = training.get(key, math.nan)
     missing = [f"test/{s}" for s in SCORES if f"test/{s}" not in metrics]
     if missing:
         raise KeyError(
@@ -234,11 +276,11 @@ def plot_trimap(runs: list[Run], path: Path) -> None:
     plt.close(fig)
 
 
-def train_run(overrides: list[str], run_dir: Path) -> float:
-    """Train one run in a child process; returns its wall time (s). Raises with the log's
-    tail when it fails."""
+def train_run(overrides: list[str], run_dir: Path, task: str = "train") -> float:
+    """Run ``python -m cheeger.<task>`` in a child process; returns its wall time (s).
+    Raises with the log's tail when it fails."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "cheeger.train", *overrides, f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", f"cheeger.{task}", *overrides, f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     env.setdefault("WANDB_MODE", "offline")
     start = time.perf_counter()
@@ -248,6 +290,14 @@ def train_run(overrides: list[str], run_dir: Path) -> float:
         tail = (run_dir / "study.log").read_text().splitlines()[-20:]
         raise RuntimeError(f"run failed (exit {code}): {' '.join(command)}\n" + "\n".join(tail))
     return time.perf_counter() - start
+
+
+def describe(spec: list[str] | dict) -> str:
+    """A variant's overrides as the report's header states them."""
+    if isinstance(spec, dict):
+        overrides = " ".join(spec["overrides"])
+        return f"`cheeger.eval` of {spec['eval_of']}'s best checkpoint with `{overrides}`"
+    return f"`{' '.join(spec) or '(defaults)'}`"
 
 
 def main(argv: list[str] | None = None) -> list[Run]:
@@ -285,12 +335,21 @@ def main(argv: list[str] | None = None) -> list[Run]:
         done = run_dir / "study.json"
         if args.fresh and run_dir.exists():
             shutil.rmtree(run_dir)
+        spec = variants[variant]
+        source = None
+        if isinstance(spec, dict):
+            source = args.out_root / name / spec["eval_of"] / f"seed{seed}"
         if done.is_file():
             wall = json.loads(done.read_text())["wall_s"]
-        else:
-            wall = train_run([*shared, *variants[variant], f"seed={seed}"], run_dir)
+        elif source is None:
+            wall = train_run([*shared, *spec, f"seed={seed}"], run_dir)
             done.write_text(json.dumps({"wall_s": wall}))
-        runs.append(read_run(variant, seed, run_dir, wall))
+        else:
+            overrides = [f"ckpt_path={best_checkpoint(source)}", "split=test", f"seed={seed}"]
+            overrides += [*study["eval_shared"], *spec["overrides"]]
+            wall = train_run(overrides, run_dir, task="eval")
+            done.write_text(json.dumps({"wall_s": wall}))
+        runs.append(read_run(variant, seed, run_dir, wall, source))
         header = (
             f"# {name}\n\n{datetime.date.today()}, {platform.platform()}, {os.cpu_count()} CPUs. "
             f"Command: `python experiments/head_study.py {' '.join(argv or sys.argv[1:])}` "
@@ -298,7 +357,7 @@ def main(argv: list[str] | None = None) -> list[Run]:
             f"Load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} now; "
             f"{(time.perf_counter() - started) / 60:.1f} min of this invocation.\n\n"
             f"Shared overrides: `{' '.join(shared)}`. Variants: "
-            + "; ".join(f"{v} = `{' '.join(o) or '(defaults)'}`" for v, o in variants.items())
+            + "; ".join(f"{v} = {describe(o)}" for v, o in variants.items())
             + "."
         )
         table.write_text(report({**study, "variants": variants}, runs, header))
