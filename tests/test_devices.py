@@ -119,4 +119,4 @@ def test_spectral_head_refuses_float64_on_mps():
     head = make_head()  # dtype float64
     features = blocky_features().as_subclass(ReportsMps)
     with pytest.raises(ValueError, match="head.dtype=float64 cannot run on MPS"):
-        head(features, (8, 8))
+        head(features)
