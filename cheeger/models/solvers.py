@@ -35,12 +35,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from cheeger.ops.backward_modes import BACKWARD_MODES
 from cheeger.ops.chebyshev import chebyshev_coefficients, chebyshev_filter, subspace_filter
 from cheeger.ops.eigh import eigh
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.laplacian import inverse_degree_power, lambda_max_bound, laplacian_to_dense
-from cheeger.ops.nystrom import nystrom_fit
-from cheeger.ops.partial_eigh import partial_eigh
+from cheeger.ops.nystrom import LANDMARK_METHODS, NYSTROM_KERNELS, nystrom_fit
+from cheeger.ops.partial_eigh import ON_FAIL, PARTIAL_BACKWARD_MODES, partial_eigh
 
 # response(eigenvalues (B, M), lambda_max (B,)) -> h (B, M)
 Response = Callable[[Tensor, Tensor], Tensor]
@@ -74,6 +75,13 @@ class SpectralInfo:
     response: Tensor | None = None
     iterations: int | None = None
     residual: float | None = None
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming the config key."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"solver.{key} must be one of {allowed}, found {value!r}")
+    return value
 
 
 def _check_k(k: object) -> int:
@@ -142,7 +150,7 @@ class DenseSolver(SpectralSolver):
         self, k: int = 16, backward: str = "lorentzian", eps: float = 1e-4, max_nodes: int = 4096
     ):
         super().__init__(k)
-        self.backward = backward
+        self.backward = _choice("backward", backward, BACKWARD_MODES)
         self.eps = eps
         self.max_nodes = max_nodes
 
@@ -185,6 +193,8 @@ class PartialSolver(SpectralSolver):
         backward_max_iter: int = 1000,
     ) -> None:
         super().__init__(k)
+        _choice("on_fail", on_fail, ON_FAIL)
+        _choice("backward", backward, PARTIAL_BACKWARD_MODES)
         self.options = dict(
             tol=tol,
             max_iter=max_iter,
@@ -228,9 +238,9 @@ class NystromSolver(SpectralSolver):
                 f"num_landmarks={num_landmarks} and k={self.k}"
             )
         self.num_landmarks = num_landmarks
-        self.kernel = kernel
-        self.landmarks = landmarks
-        self.backward = backward
+        self.kernel = _choice("kernel", kernel, NYSTROM_KERNELS)
+        self.landmarks = _choice("landmarks", landmarks, LANDMARK_METHODS)
+        self.backward = _choice("backward", backward, BACKWARD_MODES)
         self.eps = eps
 
     def eigenpairs(self, graph, kind):

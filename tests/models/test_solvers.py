@@ -131,3 +131,18 @@ def test_solver_options_are_checked_where_they_enter():
         PartialSolver(k=6).check_num_nodes(6)
     with pytest.raises(ValueError, match="solver.max_nodes=10"):
         DenseSolver(k=2, max_nodes=10).check_num_nodes(11)
+
+
+@pytest.mark.parametrize(
+    "build, key",
+    [
+        (lambda: PartialSolver(on_fail="ignore"), "on_fail"),
+        (lambda: PartialSolver(backward="none"), "backward"),
+        (lambda: DenseSolver(backward="topk_approx"), "backward"),
+        (lambda: NystromSolver(kernel="laplace"), "kernel"),
+        (lambda: NystromSolver(landmarks="grid"), "landmarks"),
+    ],
+)
+def test_bad_solver_strings_fail_at_construction(build, key):
+    with pytest.raises(ValueError, match=f"solver.{key} must be one of"):
+        build()
