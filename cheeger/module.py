@@ -201,6 +201,17 @@ class SegmentationModule(L.LightningModule):
             logits = self.postprocess(logits, image)
         return logits, aux
 
+    def check_input_size(self, size: Sequence[int], key: str) -> None:
+        """Fail before training when the head cannot take ``size`` images (config ``key``)."""
+        stride = int(getattr(self.backbone, "output_stride", 1))
+        height, width = (int(v) for v in size)
+        try:
+            self.head.check_sizes((height // stride, width // stride), (height, width))
+        except ValueError as error:
+            raise ValueError(
+                f"{key}={[height, width]} with model.output_stride={stride}: {error}"
+            ) from None
+
     @property
     def input_multiple(self) -> int:
         """Image sizes the backbone accepts are multiples of this (1: any size)."""

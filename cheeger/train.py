@@ -56,6 +56,10 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     # The run seed also drives the training order and augmentation (resumable).
     datamodule = instantiate(cfg.dataset, seed=cfg.get("seed"))
     module = SegmentationModule.from_config(cfg)
+    crop = OmegaConf.select(cfg, "dataset.train_transform.crop")
+    if crop is not None:
+        # Solver limits known from the config (k, dense max_nodes): fail before any step.
+        module.check_input_size(crop, "dataset.train_transform.crop")
     trainer = build_trainer(cfg)
     setup_wandb(trainer, cfg)
 

@@ -28,6 +28,9 @@ class SegmentationHead(nn.Module):
     def forward(self, features: Tensor, image: Tensor | None = None) -> tuple[Tensor, dict]:
         raise NotImplementedError
 
+    def check_sizes(self, feature_size: tuple[int, int], image_size: tuple[int, int]) -> None:
+        """ValueError when maps of these sizes cannot be processed (before any step)."""
+
     def _check(self, features: Tensor) -> None:
         if features.dim() != 4 or features.shape[1] != self.in_channels:
             raise ValueError(

@@ -243,6 +243,11 @@ class SpectralHead(SegmentationHead):
                 "(lower optimizer.lr, or use trainer.gradient_clip_val)"
             )
 
+    def check_sizes(self, feature_size: tuple[int, int], image_size: tuple[int, int]) -> None:
+        """The solver's refusals (k, dense max_nodes) for the graph these sizes give."""
+        height, width = feature_size if self.mode == "embedding" else image_size
+        self.solver.check_num_nodes(height * width)
+
     def graph_size(self, features: Tensor, image: Tensor | None) -> tuple[int, int]:
         """(h, w) of the graph: the feature map (embedding) or the input (other modes)."""
         if self.mode == "embedding":
