@@ -71,6 +71,44 @@ def test_impossible_combination_fails_before_training(compose_train):
     assert "head" in str(info.value)
 
 
+# The input-resolution modes with every solver they allow (dense is refused there; Nyström
+# needs the symmetric Laplacian, the presets pick random_walk).
+REFINE_RUNS = [
+    (preset, solver)
+    for preset in ("spectral_logits", "spectral_upsample")
+    for solver in ("lanczos", "nystrom", "chebyshev")
+]
+
+
+@pytest.mark.parametrize("preset, solver", REFINE_RUNS)
+def test_every_refinement_mode_and_solver_runs_fast_dev_run(preset, solver, compose_train):
+    extra = ["laplacian=symmetric"] if solver == "nystrom" else []
+    base = [o for o in small(f"head={preset}", f"solver={solver}", *extra) if "loss." not in o]
+    cfg = compose_train(
+        *base,
+        "loss=ce_affinity",
+        "loss.terms.ce.loss.class_weights=null",
+        "debug=fast_dev_run",
+    )
+    _, metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss_step"])
+    assert math.isfinite(metrics["train/loss/affinity_step"])
+    assert 0.0 <= metrics["val/edge_auc"] <= 1.0
+
+
+def test_refused_combinations_fail_at_start_naming_both_options(compose_train, tmp_path):
+    cfg = compose_train(*small("head=spectral_logits", "solver=dense"), "debug=fast_dev_run")
+    with pytest.raises(Exception, match="solver=dense.*head.mode=logits"):
+        train(cfg)
+    cfg = compose_train(*small("solver=dense", "solver.max_nodes=100"), "debug=fast_dev_run")
+    message = "dataset.train_transform.crop=\\[16, 32\\] with model.output_stride=1: solver=dense"
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
+    cfg = compose_train(*small("k=600"), "debug=fast_dev_run")
+    with pytest.raises(ValueError, match="crop.*solver=lanczos with k=600 .* found N = 512"):
+        train(cfg)
+
+
 def test_spectral_head_overfits_one_batch(compose_train):
     cfg = compose_train(*small(), *OVERFIT, "trainer.max_epochs=60")
     _, metrics = train(cfg)
