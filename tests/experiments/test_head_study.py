@@ -72,6 +72,15 @@ def test_report_has_means_ratios_paired_rows_and_trimap(tmp_path):
     assert (tmp_path / "trimap.png").stat().st_size > 1000
 
 
+def test_eval_variant_must_follow_its_source(tmp_path):
+    path = tmp_path / "study.yaml"
+    study = {"name": "x", "seeds": [0], "baseline": "conv", "shared": []}
+    study["variants"] = {"filtered": {"eval_of": "conv", "overrides": []}, "conv": []}
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    with pytest.raises(ValueError, match="variant 'filtered'.*earlier variant"):
+        head_study.load_study(path)
+
+
 def test_bad_study_file_names_the_key(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(
@@ -115,8 +124,24 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
                     "trainer.limit_test_batches=1",
                     "test=true",
                 ],
-                "variants": {"conv": [], "conv_lr": ["optimizer.lr=0.01"]},
-            }
+                "eval_shared": [
+                    "dataset.source.height=32",
+                    "dataset.source.width=64",
+                    "dataset.source.lengths={train: 16, val: 8, test: 8}",
+                    "trainer.accelerator=cpu",
+                    "trainer.limit_test_batches=1",
+                    "callbacks.export=null",
+                ],
+                "variants": {
+                    "conv": [],
+                    "conv_lr": ["optimizer.lr=0.01"],
+                    "conv_filter": {
+                        "eval_of": "conv",
+                        "overrides": ["postprocess=image_diffusion", "postprocess.iterations=3"],
+                    },
+                },
+            },
+            sort_keys=False,
         )
     )
     argv = [
@@ -128,7 +153,13 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
         str(tmp_path / "results"),
     ]
     runs = head_study.main(argv)
-    assert [(r.variant, r.seed) for r in runs] == [("conv", 0), ("conv_lr", 0)]
+    assert [(r.variant, r.seed) for r in runs] == [("conv", 0), ("conv_lr", 0), ("conv_filter", 0)]
+    # The evaluation-only variant scored conv's checkpoint with the filter, on test, and
+    # reports conv's training cost.
+    filtered = json.loads((tmp_path / "runs/tiny/conv_filter/seed0/final_metrics.json").read_text())
+    assert runs[2].scores["mIoU"] == pytest.approx(filtered["test/mIoU"])
+    assert runs[2].step_time == runs[0].step_time
+    assert runs[2].scores != runs[0].scores
     for run in runs:
         assert 0 <= run.scores["mIoU"] <= 1 and run.step_time > 0 and run.peak_memory_mb > 50
         assert set(run.trimap) == {1, 2, 4, 8, 16}
@@ -162,6 +193,11 @@ def test_every_study_run_composes_and_validates(tmp_path, extra):
 
     study = head_study.load_study(ROOT / "experiments" / "head_study.yaml")
     for name, overrides in study["variants"].items():
+        if isinstance(overrides, dict):  # evaluation only: the eval config must compose
+            evaluated = [*study["eval_shared"], *overrides["overrides"], "ckpt_path=x.ckpt"]
+            cfg = compose("eval", evaluated, tmp_path / name)
+            assert cfg.postprocess is not None
+            continue
         cfg = compose("train", [*study["shared"], *extra, *overrides, "seed=1"], tmp_path / name)
         validate_config(cfg)
         assert cfg.seed == 1 and cfg.trainer.max_epochs == (60 if extra else 8)
