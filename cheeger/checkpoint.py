@@ -4,7 +4,10 @@ Lightning's default IO writes straight to the target path, so a process killed
 while saving (pre-emption, OOM killer) can leave a truncated ``last.ckpt`` that
 breaks the resume it was meant for. ``AtomicCheckpointIO`` writes to a temporary
 file in the same directory, flushes it to disk and renames it over the target:
-a reader sees either the old checkpoint or the new one, never a mix.
+a reader sees either the old checkpoint or the new one, never a mix. Every read
+(resume, test, eval, predict) goes through ``read_checkpoint``: data only
+(``weights_only=True``), with a pickle payload refused as untrusted and an empty or
+truncated file reported as a corrupt checkpoint.
 
 ``LastCheckpoint`` writes ``last.ckpt``: every N optimizer steps, at the end of
 every training epoch, and when a SIGTERM stops the run. Lightning 2.6's
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,68 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 log = logging.getLogger("cheeger")
 
 LAST_NAME = "last.ckpt"
+
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint that would run code when unpickled (it names a Python global)."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is empty, truncated or not a torch checkpoint at all."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint as data only (``weights_only=True``), on the CPU.
+
+    cheeger's checkpoints hold tensors and plain containers, nothing else, so any
+    pickled reference to a Python callable is refused, never called.
+
+    Raises:
+        UntrustedCheckpointError: the file references a global (a pickle payload).
+        CorruptCheckpointError: an empty, truncated or random file, or one whose top
+            level is not a dict.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch words it "Unsupported global: GLOBAL io.open was not an allowed global"
+        # or "unsupported GLOBAL posix.system whose module posix is blocked".
+        found = re.search(r"unsupported global:? GLOBAL ([\w.]+)", str(error), re.IGNORECASE)
+        if found:
+            raise UntrustedCheckpointError(
+                f"untrusted checkpoint content in {os.fspath(path)!r}: it references the "
+                f"Python global {found.group(1)}, which loading would call. cheeger "
+                "checkpoints hold only tensors and plain data; nothing was executed."
+            ) from None
+        raise CorruptCheckpointError(_corrupt(path, error)) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as error:
+        raise CorruptCheckpointError(_corrupt(path, error)) from None
+    if not isinstance(checkpoint, dict):
+        raise CorruptCheckpointError(
+            f"corrupt checkpoint {os.fspath(path)!r}: expected a dict at the top level, "
+            f"found {type(checkpoint).__name__}"
+        )
+    return checkpoint
+
+
+def _corrupt(path: str | os.PathLike, error: BaseException) -> str:
+    size = os.path.getsize(path)
+    # torch's messages wrap the cause in advice about weights_only; keep the cause.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0].split(". ")[0] if lines else type(error).__name__
+    for i, line in enumerate(lines):
+        if "Unpickler error:" in line:
+            after = line.split("error:", 1)[1].strip()
+            reason = after or (lines[i + 1] if i + 1 < len(lines) else reason)
+            break
+    if size == 0:
+        reason = "empty file"
+    reason = reason.rstrip(".")
+    return (
+        f"corrupt checkpoint {os.fspath(path)!r} ({size} bytes): {reason}. The file was "
+        "cut short or is not a torch checkpoint; use another checkpoint of the run "
+        "(last.ckpt or the best epoch)."
+    )
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -61,6 +129,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"AtomicCheckpointIO does not take storage_options, found {storage_options!r}"
             )
         atomic_save(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Resume and test read checkpoints as data only too (:func:`read_checkpoint`)."""
+        return read_checkpoint(path)
 
 
 def rng_states() -> dict[str, Any]:

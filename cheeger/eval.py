@@ -15,11 +15,11 @@ import logging
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cheeger.callbacks import PredictionExport
+from cheeger.checkpoint import read_checkpoint
 from cheeger.config_schema import validate_config
 from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
@@ -39,7 +39,7 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
         ValueError: the checkpoint has no stored model config, or its class count
             differs from ``cfg.dataset.num_classes``.
     """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(ckpt_path)
     stored = checkpoint.get("cheeger_model_config")
     if stored is None:
         raise ValueError(

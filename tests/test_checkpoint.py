@@ -13,8 +13,11 @@ import torch
 
 from cheeger.checkpoint import (
     AtomicCheckpointIO,
+    CorruptCheckpointError,
     LastCheckpoint,
+    UntrustedCheckpointError,
     atomic_save,
+    read_checkpoint,
     rng_states,
     set_rng_states,
 )
@@ -122,3 +125,87 @@ def test_ckpt_path_last_is_the_runs_own_last_checkpoint(tmp_path):
     atomic_save({}, last)
     assert resolve_ckpt_path("last", last) == str(last)
     assert resolve_ckpt_path(str(tmp_path)) == str(last)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: a trace on disk if loading ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _predict_cfg(ckpt: Path, tmp_path: Path):
+    from tests.conftest import compose
+
+    image = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    return compose(
+        "predict",
+        [f"ckpt_path={ckpt}", f"input={image}", f"output={tmp_path / 'out'}"],
+        tmp_path / "run",
+    )
+
+
+def test_pickle_payload_is_refused_by_eval_predict_and_resume(tiny_module, tmp_path):
+    from cheeger.eval import load_module
+    from cheeger.predict import predict
+
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save(
+        {
+            "state_dict": tiny_module.state_dict(),
+            "cheeger_model_config": tiny_module.model_config,
+            "extra": _Payload(marker),
+        },
+        ckpt,
+    )
+    message = "untrusted checkpoint content .*evil.ckpt.*global io.open.*nothing was executed"
+    with pytest.raises(UntrustedCheckpointError, match=message):
+        load_module(str(ckpt))
+    with pytest.raises(UntrustedCheckpointError, match=message):
+        predict(_predict_cfg(ckpt, tmp_path))
+    with pytest.raises(UntrustedCheckpointError, match=message):
+        AtomicCheckpointIO().load_checkpoint(ckpt)
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cheeger_checkpoint_reads_as_data(tiny_checkpoint):
+    checkpoint = read_checkpoint(tiny_checkpoint)
+    assert set(checkpoint) == {"state_dict", "cheeger_model_config"}
+    assert all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values())
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random"])
+def test_corrupt_checkpoint_is_named_as_such(kind, tiny_checkpoint, tmp_path):
+    from cheeger.eval import load_module
+
+    data = tiny_checkpoint.read_bytes()
+    content = {
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "random": np.random.default_rng(0).bytes(4096),
+    }[kind]
+    bad = tmp_path / f"{kind}.ckpt"
+    bad.write_bytes(content)
+    message = f"corrupt checkpoint .*{kind}.ckpt' \\({len(content)} bytes\\)"
+    with pytest.raises(CorruptCheckpointError, match=message):
+        load_module(str(bad))
+    with pytest.raises(CorruptCheckpointError, match=message):
+        AtomicCheckpointIO().load_checkpoint(bad)
+
+
+def test_checkpoint_that_is_not_a_dict_is_corrupt(tmp_path):
+    path = tmp_path / "list.ckpt"
+    torch.save([1, 2], path)
+    with pytest.raises(CorruptCheckpointError, match="expected a dict .* found list"):
+        read_checkpoint(path)
