@@ -20,6 +20,8 @@ layers (dropout) continue the same random stream after a resume.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
 import pickle
@@ -80,6 +82,49 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"found {type(checkpoint).__name__}"
         )
     return checkpoint
+
+
+def check_stored_targets(config: Any, path: str | os.PathLike, where: str) -> None:
+    """UntrustedCheckpointError unless every ``_target_`` in ``config`` is cheeger's own.
+
+    A stored config is rebuilt with ``hydra.utils.instantiate``, which calls whatever a
+    ``_target_`` names; a checkpoint's config could name ``pathlib.Path.write_text``.
+    Every target must resolve to a class or function defined in a ``cheeger`` module
+    (``cheeger.models.solvers.torch.load`` resolves to torch's, and is refused).
+    """
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "_target_":
+                _check_target(value, path, f"{where}._target_")
+            else:
+                check_stored_targets(value, path, f"{where}.{key}")
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            check_stored_targets(value, path, f"{where}[{i}]")
+
+
+def _check_target(target: Any, path: str | os.PathLike, where: str) -> None:
+    refused = UntrustedCheckpointError(
+        f"untrusted checkpoint content in {os.fspath(path)!r}: {where} = {target!r} is not "
+        "a class or function of cheeger; nothing was instantiated"
+    )
+    if not isinstance(target, str) or not (target == "cheeger" or target.startswith("cheeger.")):
+        raise refused
+    parts = target.split(".")
+    obj: Any = None
+    for split in range(len(parts), 0, -1):  # the longest importable cheeger module
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for name in parts[split:]:
+            obj = getattr(obj, name, None)
+        break
+    defined_in = getattr(obj, "__module__", None) or ""
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)) or not (
+        defined_in == "cheeger" or defined_in.startswith("cheeger.")
+    ):
+        raise refused
 
 
 def _corrupt(path: str | os.PathLike, error: BaseException) -> str:

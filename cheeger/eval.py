@@ -19,14 +19,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cheeger.callbacks import PredictionExport
-from cheeger.checkpoint import read_checkpoint
+from cheeger.checkpoint import UntrustedCheckpointError, check_stored_targets, read_checkpoint
 from cheeger.config_schema import validate_config
 from cheeger.devices import ensure_mps_fallback
-from cheeger.module import SegmentationModule
+from cheeger.module import MODEL_KEYS, SegmentationModule
 from cheeger.report import results_table
 from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_final_metrics
 
 log = logging.getLogger("cheeger.eval")
+
+# Config keys a checkpoint may carry that evaluation never instantiates.
+TRAINING_ONLY_KEYS = ("optimizer", "scheduler")
 
 
 def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationModule:
@@ -35,7 +38,14 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
     ``cfg`` (optional) supplies the metric settings, the inference mode, and the
     class count the checkpoint must match.
 
+    The file is read as data only, and the stored config is rebuilt only if every
+    ``_target_`` in it is a cheeger class or function (``optimizer`` and ``scheduler``
+    entries are dropped: evaluation never builds them).
+
     Raises:
+        UntrustedCheckpointError: a pickle payload, an unexpected config key or a
+            ``_target_`` outside cheeger.
+        CorruptCheckpointError: an empty, truncated or random file.
         ValueError: the checkpoint has no stored model config, or its class count
             differs from ``cfg.dataset.num_classes``.
     """
@@ -46,6 +56,20 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
             f"ckpt_path={ckpt_path!r} has no 'cheeger_model_config'; "
             "it was not written by cheeger.train"
         )
+    if not isinstance(stored, dict):
+        raise UntrustedCheckpointError(
+            f"untrusted checkpoint content in {ckpt_path!r}: 'cheeger_model_config' must be "
+            f"a dict, found {type(stored).__name__}"
+        )
+    # Training-only entries are not rebuilt for evaluation; anything unknown is refused.
+    stored = {k: v for k, v in stored.items() if k not in TRAINING_ONLY_KEYS}
+    unknown = sorted(set(stored) - {*MODEL_KEYS, "dataset"})
+    if unknown:
+        raise UntrustedCheckpointError(
+            f"untrusted checkpoint content in {ckpt_path!r}: cheeger_model_config has "
+            f"unexpected keys {unknown}; expected some of {[*MODEL_KEYS, 'dataset']}"
+        )
+    check_stored_targets(stored, ckpt_path, "cheeger_model_config")
     model_cfg = OmegaConf.create(stored)
     if cfg is not None and cfg.get("metrics") is not None:
         model_cfg.metrics = cfg.metrics

@@ -209,3 +209,46 @@ def test_checkpoint_that_is_not_a_dict_is_corrupt(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(CorruptCheckpointError, match="expected a dict .* found list"):
         read_checkpoint(path)
+
+
+def _with_config(module, path: Path, **changes) -> Path:
+    config = {**module.model_config, **changes}
+    torch.save({"state_dict": module.state_dict(), "cheeger_model_config": config}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "pathlib.Path.write_text",  # outside cheeger
+        "cheeger.models.solvers.torch.save",  # reached through a cheeger module
+        "cheeger.eval.Path.write_text",
+    ],
+)
+def test_injected_target_is_refused_by_eval_and_predict(target, tiny_module, tmp_path):
+    from cheeger.eval import load_module
+    from cheeger.predict import predict
+
+    marker = tmp_path / "written.txt"
+    head = {"_target_": target, "self": str(marker), "data": "pwned"}
+    ckpt = _with_config(tiny_module, tmp_path / "injected.ckpt", head=head)
+    message = f"untrusted checkpoint content .*cheeger_model_config.head._target_ = '{target}'"
+    with pytest.raises(UntrustedCheckpointError, match=message):
+        load_module(str(ckpt))
+    with pytest.raises(UntrustedCheckpointError, match=message):
+        predict(_predict_cfg(ckpt, tmp_path))
+    assert not marker.exists()
+
+
+def test_stored_optimizer_is_ignored_and_unknown_keys_refused(tiny_module, tmp_path):
+    from cheeger.eval import load_module
+
+    marker = tmp_path / "written.txt"
+    optimizer = {"_target_": "pathlib.Path.write_text", "self": str(marker), "data": "x"}
+    ckpt = _with_config(tiny_module, tmp_path / "opt.ckpt", optimizer=optimizer)
+    module = load_module(str(ckpt))
+    assert module.optimizer_factory is None  # dropped, never instantiated
+    assert not marker.exists()
+    ckpt = _with_config(tiny_module, tmp_path / "extra.ckpt", trainer={"_target_": "x"})
+    with pytest.raises(UntrustedCheckpointError, match="unexpected keys \\['trainer'\\]"):
+        load_module(str(ckpt))
