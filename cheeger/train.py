@@ -65,6 +65,11 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
     last = [cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), last[0] if last else None)
+    if ckpt_path == "last" and last:
+        # The run's own last.ckpt is missing: a first start, said plainly (Lightning would
+        # log "resuming" and then hint at save_last=True).
+        log.info("ckpt_path=last: no %s yet, starting fresh", last[0])
+        ckpt_path = None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     try:

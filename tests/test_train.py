@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -306,6 +308,7 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
     }
     for name, value in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][name], value), name
+
     # metrics.csv holds the whole history once, as if the run had never stopped. Only the
     # train epoch aggregates of the interrupted epoch 0 differ: they cover the batches
     # after the resume (README, Reliability).
@@ -324,3 +327,18 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
         )
 
     assert logged(run) == logged(tmp_path / "reference")
+
+
+def test_ckpt_path_last_without_a_checkpoint_starts_fresh_and_says_so(tmp_path, caplog):
+    limits = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]
+    cfg = compose("train", [*TINY, *limits, "trainer.max_epochs=1", "ckpt_path=last"], tmp_path)
+    with (
+        caplog.at_level(logging.INFO, logger="cheeger"),
+        warnings.catch_warnings(record=True) as seen,
+    ):
+        warnings.simplefilter("always")
+        train(cfg)
+    assert "ckpt_path=last: no " in caplog.text and "starting fresh" in caplog.text
+    assert "resuming from" not in caplog.text
+    assert not [w for w in seen if "save_last" in str(w.message)]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 1
