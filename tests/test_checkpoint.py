@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cheeger.checkpoint import (
     AtomicCheckpointIO,
@@ -21,9 +22,11 @@ from cheeger.checkpoint import (
     rng_states,
     set_rng_states,
 )
+from cheeger.eval import load_module
+from cheeger.predict import predict
 from cheeger.runner import resolve_ckpt_path
 from cheeger.train import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose
 from tests.faults import kill_at_marker
 
 
@@ -141,11 +144,7 @@ class _Payload:
 
 
 def _predict_cfg(ckpt: Path, tmp_path: Path):
-    from tests.conftest import compose
-
     image = tmp_path / "in.png"
-    from PIL import Image
-
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
     return compose(
         "predict",
@@ -155,9 +154,6 @@ def _predict_cfg(ckpt: Path, tmp_path: Path):
 
 
 def test_pickle_payload_is_refused_by_eval_predict_and_resume(tiny_module, tmp_path):
-    from cheeger.eval import load_module
-    from cheeger.predict import predict
-
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "evil.ckpt"
     torch.save(
@@ -187,8 +183,6 @@ def test_cheeger_checkpoint_reads_as_data(tiny_checkpoint):
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "random"])
 def test_corrupt_checkpoint_is_named_as_such(kind, tiny_checkpoint, tmp_path):
-    from cheeger.eval import load_module
-
     data = tiny_checkpoint.read_bytes()
     content = {
         "empty": b"",
@@ -222,13 +216,10 @@ def _with_config(module, path: Path, **changes) -> Path:
     [
         "pathlib.Path.write_text",  # outside cheeger
         "cheeger.models.solvers.torch.save",  # reached through a cheeger module
-        "cheeger.eval.Path.write_text",
+        "cheeger.checkpoint.Path.write_text",  # a class cheeger imports, not defines
     ],
 )
 def test_injected_target_is_refused_by_eval_and_predict(target, tiny_module, tmp_path):
-    from cheeger.eval import load_module
-    from cheeger.predict import predict
-
     marker = tmp_path / "written.txt"
     head = {"_target_": target, "self": str(marker), "data": "pwned"}
     ckpt = _with_config(tiny_module, tmp_path / "injected.ckpt", head=head)
@@ -241,8 +232,6 @@ def test_injected_target_is_refused_by_eval_and_predict(target, tiny_module, tmp
 
 
 def test_stored_optimizer_is_ignored_and_unknown_keys_refused(tiny_module, tmp_path):
-    from cheeger.eval import load_module
-
     marker = tmp_path / "written.txt"
     optimizer = {"_target_": "pathlib.Path.write_text", "self": str(marker), "data": "x"}
     ckpt = _with_config(tiny_module, tmp_path / "opt.ckpt", optimizer=optimizer)
