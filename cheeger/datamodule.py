@@ -23,7 +23,12 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Sampler
 
 from cheeger.data.classes import IGNORE_INDEX, check_palette
-from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
+from cheeger.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SegmentationDataset,
+    check_normalization,
+)
 from cheeger.data.sampling import EvalShardSampler, ResumableSampler
 from cheeger.data.skipping import collate_skipping
 from cheeger.data.transforms import eval_transform, train_transform
@@ -114,7 +119,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.train_transform_args = dict(train_transform or {})
         self.eval_size = eval_size
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.mean, self.std = check_normalization(mean, std)
         self.ignore_index = ignore_index
         self.pin_memory = pin_memory
         self.skip_bad = skip_bad

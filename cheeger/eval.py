@@ -79,6 +79,9 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
             f"dataset.num_classes={cfg.dataset.num_classes}"
         )
     module = SegmentationModule.from_config(model_cfg)
+    for key in ("mean", "std"):
+        # from_config fills in the defaults; an older checkpoint's lack of them must show.
+        module.model_config["dataset"][key] = stored.get("dataset", {}).get(key)
     module.load_state_dict(checkpoint["state_dict"])
     if cfg is not None and cfg.get("inference") is not None:
         module.inference = instantiate(cfg.inference)
@@ -86,6 +89,45 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
         # An evaluation-time choice (no weights): e.g. the fixed image-diffusion control.
         module.postprocess = instantiate(cfg.postprocess)
     return module
+
+
+def stored_normalization(
+    module: SegmentationModule, dataset_cfg: DictConfig | None, ckpt_path: str
+) -> dict[str, list[float]]:
+    """``{"mean": ..., "std": ...}`` the checkpoint was trained with, to build the eval data.
+
+    The stored values win over the dataset config's: feeding a model differently
+    normalised images silently costs accuracy. A config that asks for other values
+    gets a warning naming both. A checkpoint from before the normalisation was stored
+    keeps the config's values (returns ``{}``), with a warning.
+    """
+    stored = (module.model_config or {}).get("dataset", {})
+    asked = {
+        key: [float(v) for v in dataset_cfg[key]]
+        for key in ("mean", "std")
+        if dataset_cfg is not None and dataset_cfg.get(key) is not None
+    }
+    if stored.get("mean") is None or stored.get("std") is None:
+        log.warning(
+            "%s stores no input normalisation (written before cheeger kept it); using "
+            "dataset.mean/std from the config: %s",
+            ckpt_path,
+            asked or "the ImageNet defaults",
+        )
+        return {}
+    used = {key: [float(v) for v in stored[key]] for key in ("mean", "std")}
+    for key, value in asked.items():
+        if value != used[key]:
+            log.warning(
+                "dataset.%s=%s differs from the %s the model was trained with (%s, stored in "
+                "%s); evaluating with the stored one",
+                key,
+                value,
+                key,
+                used[key],
+                ckpt_path,
+            )
+    return used
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -99,8 +141,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"ckpt_path must name a checkpoint file or run directory, found {ckpt_path!r}"
         )
     L.seed_everything(int(cfg.get("seed", 0)), workers=True)
-    datamodule = instantiate(cfg.dataset)
     module = load_module(ckpt_path, cfg)
+    datamodule = instantiate(cfg.dataset, **stored_normalization(module, cfg.dataset, ckpt_path))
     trainer = build_trainer(cfg)
     if cfg.split == "val":
         trainer.validate(module, datamodule=datamodule)

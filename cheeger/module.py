@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
@@ -167,6 +168,10 @@ class SegmentationModule(L.LightningModule):
             "ignore_index": ignore_index,
             "class_names": module.class_names,
             "palette": None if palette is None else OmegaConf.to_container(palette),
+            # The input normalisation the weights were trained with: eval and predict
+            # must feed images the same way (cheeger.eval.stored_normalization).
+            "mean": [float(v) for v in cfg.dataset.get("mean", IMAGENET_MEAN)],
+            "std": [float(v) for v in cfg.dataset.get("std", IMAGENET_STD)],
         }
         return module
 

@@ -155,3 +155,69 @@ def test_sliding_window_eval(mini_cityscapes, tiny_checkpoint, tmp_path):
     )
     assert 0.0 <= tiled["val/mIoU"] <= 1.0
     assert len(list(exported.rglob("*_pred_labelIds.png"))) == 3
+
+
+# A normalisation far from ImageNet's: predictions made with the wrong one differ.
+CUSTOM_MEAN, CUSTOM_STD = [0.9, 0.1, 0.5], [0.05, 0.5, 0.1]
+
+
+def test_training_normalisation_is_stored_in_the_checkpoint(compose_train):
+    from cheeger.module import SegmentationModule
+
+    cfg = compose_train(f"dataset.mean={CUSTOM_MEAN}", f"dataset.std={CUSTOM_STD}")
+    stored = SegmentationModule.from_config(cfg).model_config["dataset"]
+    assert (stored["mean"], stored["std"]) == (CUSTOM_MEAN, CUSTOM_STD)
+
+
+def test_eval_feeds_images_with_the_stored_normalisation(
+    mini_cityscapes, tiny_module, tmp_path, caplog
+):
+    tiny_module.model_config["dataset"].update(mean=CUSTOM_MEAN, std=CUSTOM_STD)
+    ckpt = save_checkpoint(tiny_module, tmp_path / "custom.ckpt")
+    # The eval config keeps its ImageNet default: the checkpoint's values must win, said once.
+    with caplog.at_level("WARNING", logger="cheeger.eval"):
+        _, exported = run_eval(tmp_path, mini_cityscapes, ckpt)
+    assert "dataset.mean=[0.485, 0.456, 0.406] differs" in caplog.text
+    from cityscapesscripts.helpers.labels import id2label
+
+    source = Cityscapes(mini_cityscapes, "val")
+    differs = 0
+    for i, path in enumerate(sorted(exported.rglob("*.png"))):
+        as_train = np.vectorize(lambda v: id2label[int(v)].trainId)(np.asarray(Image.open(path)))
+        image = source.load(i)[0]
+        with torch.no_grad():
+            right = torch.from_numpy(normalize_image(image, CUSTOM_MEAN, CUSTOM_STD))[None]
+            wrong = torch.from_numpy(normalize_image(image))[None]
+            expected = tiny_module(right)[0].argmax(1)[0].numpy()
+            imagenet = tiny_module(wrong)[0].argmax(1)[0].numpy()
+        np.testing.assert_array_equal(as_train, expected)
+        differs += int((expected != imagenet).mean() > 0.05)
+    assert differs == 3  # the test can tell the two normalisations apart
+
+
+def test_checkpoint_without_stored_normalisation_keeps_the_config_values(
+    mini_cityscapes, tiny_module, tmp_path, caplog
+):
+    for key in ("mean", "std"):
+        del tiny_module.model_config["dataset"][key]
+    ckpt = save_checkpoint(tiny_module, tmp_path / "old.ckpt")
+    with caplog.at_level("WARNING", logger="cheeger.eval"):
+        metrics, _ = run_eval(tmp_path, mini_cityscapes, ckpt)
+    assert "stores no input normalisation" in caplog.text
+    assert 0.0 <= metrics["val/mIoU"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.mean=[0.5,0.5]", "dataset.mean must be 3 finite numbers"),
+        ("dataset.std=[0.2,0.0,0.2]", "dataset.std must be 3 finite numbers > 0"),
+        ("dataset.mean=[0.5,nan,0.5]", "dataset.mean must be 3 finite numbers"),
+    ],
+)
+def test_bad_normalisation_is_refused_naming_the_key(compose_train, override, message):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    with pytest.raises(InstantiationException, match=message):
+        instantiate(compose_train(override).dataset)

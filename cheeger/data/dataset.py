@@ -76,6 +76,30 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_normalization(
+    mean: Sequence[float], std: Sequence[float], prefix: str = "dataset."
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) as float tuples, after checking 3 finite values each and std > 0.
+
+    Raises:
+        ValueError: naming ``{prefix}mean`` / ``{prefix}std``, expected and found.
+    """
+    checked = []
+    for key, values, positive in (("mean", mean, False), ("std", std, True)):
+        try:
+            numbers = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            numbers = ()
+        bad = len(numbers) != 3 or not all(np.isfinite(numbers))
+        if bad or (positive and min(numbers) <= 0):
+            expected = "3 finite numbers" + (" > 0" if positive else "")
+            raise ValueError(
+                f"{prefix}{key} must be {expected} (one per RGB channel), found {values!r}"
+            )
+        checked.append(numbers)
+    return checked[0], checked[1]
+
+
 def normalize_image(
     image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> np.ndarray:
