@@ -163,8 +163,25 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
+class NonFiniteCheckpointError(ValueError):
+    """A model state with NaN/Inf weights or buffers, which cheeger never writes."""
+
+
+def non_finite_entries(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding a NaN or Inf."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose ``save_checkpoint`` is atomic (see module doc)."""
+    """TorchCheckpointIO whose ``save_checkpoint`` is atomic (see module doc) and refuses
+    a non-finite model state: a resume or an evaluation from it would be garbage, and
+    the file it would replace (``last.ckpt``, the best epoch) is worth more."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
@@ -172,6 +189,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(
                 f"AtomicCheckpointIO does not take storage_options, found {storage_options!r}"
+            )
+        bad = non_finite_entries(checkpoint.get("state_dict", {}))
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise NonFiniteCheckpointError(
+                f"refusing to write {path}: the model state has non-finite values in "
+                f"{', '.join(bad[:3])}{more}; the file already there (if any) is kept"
             )
         atomic_save(checkpoint, path)
 
@@ -248,7 +272,7 @@ class LastCheckpoint(Checkpoint):
         position = self._position(trainer)
         if position == self._saved_at:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # full state; says so (no log line)
         self._saved_at = position
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:

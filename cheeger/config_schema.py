@@ -10,6 +10,7 @@ selected, e.g. ``k`` without ``head=spectral``) are skipped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +27,8 @@ class Field:
     low_open: bool = False  # low itself excluded (e.g. learning rate > 0)
 
     def describe(self) -> str:
-        text = {int: "an int", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        kinds = {int: "an int", float: "a finite number", bool: "true or false", str: "a string"}
+        text = kinds[self.kind]
         if self.low is not None:
             text += f" {'>' if self.low_open else '>='} {self.low:g}"
         if self.high is not None:
@@ -40,7 +42,9 @@ class Field:
             return isinstance(value, bool)
         if isinstance(value, bool):
             return False
-        if self.kind is float and not isinstance(value, (int, float)):
+        if self.kind is float and (
+            not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
             return False
         if self.kind in (int, str) and not isinstance(value, self.kind):
             return False
@@ -102,8 +106,34 @@ def validate_config(cfg: DictConfig, schema: dict[str, Field] = SCHEMA) -> None:
             problems.append(
                 f"{key}={value!r} ({type(value).__name__}): expected {field.describe()}"
             )
+    listed = {p.split("=", 1)[0] for p in problems}
+    for key, value in _float_leaves(cfg):
+        if not math.isfinite(value) and key not in listed:
+            problems.append(f"{key}={value!r}: expected a finite number (no NaN or Inf)")
     if problems:
         raise ValueError("invalid config value(s):\n  " + "\n  ".join(problems))
+
+
+def _float_leaves(node: object, prefix: str = ""):
+    """(dotted key, value) of every float in a config tree, the ``hydra`` node left out.
+
+    No cheeger setting means anything when NaN or infinite, so every float is checked,
+    not only the keys of the schema.
+    """
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            if prefix == "" and key == "hydra":
+                continue
+            try:
+                value = OmegaConf.select(node, str(key), throw_on_missing=False)
+            except Exception:  # an interpolation that cannot resolve here: not a float
+                continue
+            yield from _float_leaves(value, f"{prefix}{key}.")
+    elif OmegaConf.is_list(node):
+        for i, value in enumerate(node):
+            yield from _float_leaves(value, f"{prefix[:-1]}[{i}].")
+    elif isinstance(node, float):
+        yield prefix[:-1], node
 
 
 _MISSING = object()

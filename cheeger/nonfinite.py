@@ -10,6 +10,16 @@ optimizers leave such parameters alone entirely, so there is no update, no weigh
 decay and no change to AdamW's moments or step count. The learning-rate scheduler
 and ``global_step`` still advance, so a skipped step counts as a step.
 
+The forward pass of a bad batch has already changed state the optimizer does not
+own: BatchNorm's running mean and variance (one NaN image turns them NaN, and every
+eval-mode logit after it). The guard therefore copies the module's buffers at the
+start of each optimizer step's first micro-batch and puts them back when the step
+is skipped; buffers that came out non-finite make the step bad as well. Parameters
+that are already non-finite when a step starts (a finite but enormous update, e.g.
+``optimizer.lr=1e6``) cannot be repaired: the run stops at once, saying the state is
+poisoned, and ``AtomicCheckpointIO`` refuses to write such a state, so every
+checkpoint on disk stays finite.
+
 Each skip is counted, logged as a warning and as ``train/skipped_steps`` (running
 total), and after ``max_consecutive_bad_steps`` bad steps in a row the run stops
 with :class:`NonFiniteTrainingError`. Counts are part of the callback's state, so
@@ -18,7 +28,7 @@ they survive a resume. Under data parallelism the decision is reduced over ranks
 
 With a gradient scaler (``precision=16-mixed``), the scaler owns overflowing
 gradients (it skips those steps and lowers its scale, which is expected early in
-training), so only the loss is checked.
+training), so gradients are not checked there; loss, buffers and parameters are.
 """
 
 from __future__ import annotations
@@ -59,6 +69,14 @@ class NonFiniteGuard(L.Callback):
         self.skipped_steps = 0
         self.consecutive_bad_steps = 0
         self._losses: list[Tensor] = []
+        self._buffers: list[Tensor] | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        # The state before this optimizer step's first micro-batch, restored if it is bad.
+        if self._buffers is None:
+            self._buffers = [b.detach().clone() for b in pl_module.buffers()]
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor
@@ -69,19 +87,36 @@ class NonFiniteGuard(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         losses, self._losses = self._losses, []
+        saved, self._buffers = self._buffers, None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         check_grads = getattr(trainer.precision_plugin, "scaler", None) is None
         grads = [p.grad for p in params if p.grad is not None] if check_grads else []
+        buffers = [b for b in pl_module.buffers() if b.is_floating_point()]
         # One host synchronisation for all the checks of the step.
-        flags = [torch.isfinite(value).all() for value in (*losses, *grads)]
+        flags = [
+            torch.isfinite(value).all() for value in (*losses, *grads, *buffers, *params)
+        ]
         bad = bool(flags) and not bool(torch.stack(flags).all())
         bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             self.consecutive_bad_steps = 0
             return
-        what = _describe(losses, pl_module if check_grads else None)
+        poisoned = non_finite_state(pl_module, buffers=False)
+        if poisoned:
+            raise NonFiniteTrainingError(
+                f"the model's parameters are no longer finite at global step "
+                f"{trainer.global_step} ({poisoned}): an earlier update with finite gradients "
+                "overflowed them. Skipping steps cannot repair this; lower optimizer.lr or "
+                "clip gradients (trainer.gradient_clip_val), and resume from a checkpoint "
+                "written before (cheeger never writes a non-finite state)."
+            )
+        what = _describe(losses, pl_module, check_grads)
         for p in params:
             p.grad = None
+        if saved is not None:
+            with torch.no_grad():
+                for buffer, value in zip(pl_module.buffers(), saved, strict=True):
+                    buffer.copy_(value)
         self.skipped_steps += 1
         self.consecutive_bad_steps += 1
         log.warning(
@@ -96,9 +131,13 @@ class NonFiniteGuard(L.Callback):
         if self.consecutive_bad_steps >= self.max_consecutive_bad_steps:
             raise NonFiniteTrainingError(
                 f"{self.consecutive_bad_steps} consecutive optimizer steps had a non-finite "
-                f"loss or gradient (the last at global step {trainer.global_step}: {what}); "
-                f"stopping because {CONFIG_KEY} = {self.max_consecutive_bad_steps}. Raise it "
-                "to tolerate longer runs of bad steps."
+                f"loss, gradient or buffer (the last at global step {trainer.global_step}: "
+                f"{what}); stopping because {CONFIG_KEY} = {self.max_consecutive_bad_steps}. "
+                "The model state is still finite (bad steps changed nothing). Bad steps in "
+                "a row usually mean the weights themselves overflow the forward pass: lower "
+                f"optimizer.lr (= {_learning_rate(trainer):g}) or clip gradients "
+                f"(trainer.gradient_clip_val). Raise {CONFIG_KEY} only for rare bad batches "
+                "(dataset.skip_bad leaves unreadable samples out)."
             )
 
     def on_train_batch_end(
@@ -119,16 +158,43 @@ class NonFiniteGuard(L.Callback):
         self.consecutive_bad_steps = int(state_dict["consecutive_bad_steps"])
 
 
-def _describe(losses: list[Tensor], pl_module: L.LightningModule | None) -> str:
-    """What was not finite: the loss value, and the first parameters with bad gradients."""
+def _learning_rate(trainer: L.Trainer) -> float:
+    groups = trainer.optimizers[0].param_groups if trainer.optimizers else []
+    # The configured value: a scheduler's warm-up or decay changes "lr", not "initial_lr".
+    return float(groups[0].get("initial_lr", groups[0]["lr"])) if groups else float("nan")
+
+
+def _names(names: list[str]) -> str:
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{', '.join(names[:3])}{more}"
+
+
+def non_finite_state(module: torch.nn.Module, buffers: bool = True) -> str:
+    """'' when every parameter (and floating buffer) of ``module`` is finite, else which not."""
+    named = list(module.named_parameters())
+    if buffers:
+        named += [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
+    bad = [name for name, value in named if not bool(torch.isfinite(value).all())]
+    return f"non-finite values in {_names(bad)}" if bad else ""
+
+
+def _describe(losses: list[Tensor], pl_module: L.LightningModule, grads: bool) -> str:
+    """What was not finite: the loss value, the first parameters with bad gradients, and
+    the first buffers the forward pass left non-finite."""
     parts = [f"loss = {float(v.sum())}" for v in losses if not bool(torch.isfinite(v).all())][:1]
-    if pl_module is not None:
+    if grads:
         names = [
             name
             for name, p in pl_module.named_parameters()
             if p.grad is not None and not bool(torch.isfinite(p.grad).all())
         ]
         if names:
-            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-            parts.append(f"non-finite gradients in {', '.join(names[:3])}{more}")
+            parts.append(f"non-finite gradients in {_names(names)}")
+    buffers = [
+        name
+        for name, b in pl_module.named_buffers()
+        if b.is_floating_point() and not bool(torch.isfinite(b).all())
+    ]
+    if buffers:
+        parts.append(f"non-finite buffers in {_names(buffers)} (restored)")
     return "; ".join(parts) or "non-finite values on another rank"

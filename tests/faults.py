@@ -54,6 +54,21 @@ class SignalAtStep(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class PoisonedBatch(L.Callback):
+    """Make one image of the training batches at the given global steps all NaN.
+
+    The forward pass then updates BatchNorm's running statistics with NaN before any
+    loss exists: the fault that parameter-only protection misses.
+    """
+
+    def __init__(self, steps: set[int]) -> None:
+        self.steps = set(steps)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step in self.steps:
+            batch["image"][0] = float("nan")
+
+
 class PoisonedLoss(nn.Module):
     """Wrap a loss; on the calls listed in ``poison`` (0-based), corrupt it with ``how``.
 

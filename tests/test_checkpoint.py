@@ -16,6 +16,7 @@ from cheeger.checkpoint import (
     AtomicCheckpointIO,
     CorruptCheckpointError,
     LastCheckpoint,
+    NonFiniteCheckpointError,
     UntrustedCheckpointError,
     atomic_save,
     read_checkpoint,
@@ -51,6 +52,23 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path):
         pass
     assert torch.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_non_finite_model_state_is_never_written(tmp_path):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}, "step": 1}, path)
+    poisoned = {"w": torch.tensor([1.0, float("nan")]), "bn.running_var": torch.full((3,), 1e38)}
+    poisoned["bn.running_var"] *= 10  # overflows to inf
+    with pytest.raises(NonFiniteCheckpointError) as raised:
+        io.save_checkpoint({"state_dict": poisoned, "step": 2}, path)
+    assert f"refusing to write {path}" in str(raised.value)
+    assert "non-finite values in w, bn.running_var" in str(raised.value)
+    assert torch.load(path)["step"] == 1  # the good file stays
+    # Integer buffers (batch counts) and non-tensor entries are not floats to check.
+    state = {"n": torch.tensor(3), "w": torch.zeros(1), "meta": "x"}
+    io.save_checkpoint({"state_dict": state, "step": 3}, path)
+    assert torch.load(path)["step"] == 3
 
 
 def test_kill_while_saving_keeps_the_previous_checkpoint(tmp_path):
