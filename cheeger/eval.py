@@ -145,9 +145,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.dataset, **stored_normalization(module, cfg.dataset, ckpt_path))
     trainer = build_trainer(cfg)
     if cfg.split == "val":
-        trainer.validate(module, datamodule=datamodule)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     else:
-        trainer.test(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     save_final_metrics(metrics, output_dir(cfg))
     title = f"{cfg.split} ({datamodule.name}) of {ckpt_path}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,34 @@ def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
     return objects
 
 
+# Lightning lines that say nothing about this run: advertisements for other products, a
+# note on an internal step count, and a torch deprecation inside Lightning's own code.
+NOISE_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate number of stepping")
+NOISE_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISE_PREFIXES)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's :data:`NOISE_PREFIXES` lines and :data:`NOISE_WARNINGS` out of the
+    output (idempotent); everything else Lightning says is kept."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropNoise) for f in rank_zero_log.filters):
+        rank_zero_log.addFilter(_DropNoise())
+    for message in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer from ``cfg.trainer`` with the callbacks and loggers of the run.
 
     Arguments the machine cannot honour (fp16 autocast or SyncBatchNorm on the CPU) are
     changed, with a warning each (``cheeger.devices.trainer_overrides``).
     """
+    quiet_lightning()
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:

@@ -99,7 +99,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if cfg.get("test") and not trainer.fast_dev_run:
         monitored = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
         best = monitored[0].best_model_path if monitored else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        # verbose=False: cheeger prints its own per-class table below.
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         _print_table(module, "test", f"test ({datamodule.name}, best checkpoint)")
 

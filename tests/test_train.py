@@ -78,14 +78,19 @@ def test_typo_in_override_fails_at_compose(tmp_path):
         compose("train", [*TINY, "heads=conv"], tmp_path)
 
 
-def test_train_resume_and_eval(tmp_path):
+def test_train_resume_and_eval(tmp_path, capfd, caplog, recwarn):
     run1 = tmp_path / "run1"
     limits = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false"]
     first = ["trainer.max_epochs=1", "callbacks.panel.every_n_epochs=1"]
     weights = ["loss.class_weights=median_frequency"]
     cfg = compose("train", [*TINY, *limits, *first, *weights], run1)
-    value, metrics = train(cfg)
+    with caplog.at_level(logging.INFO):
+        value, metrics = train(cfg)
     assert value == metrics["val/mIoU"] and 0.0 <= value <= 1.0
+    printed = "".join([*capfd.readouterr(), caplog.text, *(str(w.message) for w in recwarn)])
+    # Lines that say nothing about the run (issue 20, section 6), each once printed here.
+    for noise in ("weights_only` was not set", "💡 Tip", "LeafSpec", "estimate number of"):
+        assert noise not in printed, noise
     assert metrics["train/step_time"] > 0 and metrics["train/peak_memory_mb"] > 50
     last = run1 / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)
