@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from cheeger.callbacks import wandb_loggers
 from cheeger.checkpoint import LastCheckpoint
 from cheeger.config_schema import validate_config
+from cheeger.data.dataset import SampleError
+from cheeger.data.transforms import check_crop_fits
 from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
@@ -60,6 +62,13 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if crop is not None:
         # Solver limits known from the config (k, dense max_nodes): fail before any step.
         module.check_input_size(crop, "dataset.train_transform.crop")
+        scale = OmegaConf.select(cfg, "dataset.train_transform.scale", default=(1.0, 1.0))
+        try:  # one image's size; a bad first sample is left to the data checks
+            image = datamodule.dataset("train").raw(0)[0]
+        except SampleError:
+            image = None
+        if image is not None:
+            check_crop_fits(crop, image.shape[:2], scale)
     trainer = build_trainer(cfg)
     setup_wandb(trainer, cfg)
 

@@ -76,6 +76,35 @@ def train_transform(
     return A.Compose(ops)
 
 
+# A crop may pad the scaled image a little (ignored border), not mostly: beyond this
+# factor per side, batches are mostly padding and memory grows with the crop.
+MAX_CROP_PADDING = 2.0
+
+
+def check_crop_fits(
+    crop: Sequence[int], image_size: Sequence[int], scale: Sequence[float] = (1.0, 1.0)
+) -> None:
+    """Refuse a training crop more than ``MAX_CROP_PADDING`` times the largest scaled image.
+
+    Args:
+        crop: (height, width) of ``dataset.train_transform.crop``.
+        image_size: (height, width) of a training image.
+        scale: ``dataset.train_transform.scale`` (min, max).
+
+    Raises:
+        ValueError: naming ``dataset.train_transform.crop``, the image size and the limit.
+    """
+    hi = float(max(scale))
+    limit = [int(MAX_CROP_PADDING * hi * s) for s in image_size]
+    if any(int(c) > m for c, m in zip(crop, limit, strict=True)):
+        raise ValueError(
+            f"dataset.train_transform.crop={[int(c) for c in crop]} is far larger than the "
+            f"training images ({int(image_size[0])}x{int(image_size[1])}, scaled by up to "
+            f"{hi:g}): every sample would be mostly padding. Use a crop of at most "
+            f"{limit[0]}x{limit[1]} (e.g. the image size)."
+        )
+
+
 def eval_transform(size: Sequence[int] | None = None) -> A.Compose | None:
     """Identity, or a resize of image (linear) and mask (nearest) to (height, width)."""
     if size is None:
