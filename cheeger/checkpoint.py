@@ -246,6 +246,8 @@ class LastCheckpoint(Checkpoint):
     ``ckpt_path=<run directory>`` both resume from this file.
     """
 
+    save_weights_only = False  # resume needs the whole training state
+
     def __init__(self, dirpath: str | os.PathLike, every_n_train_steps: int = 0) -> None:
         if isinstance(every_n_train_steps, bool) or not isinstance(every_n_train_steps, int):
             raise TypeError(
@@ -272,7 +274,10 @@ class LastCheckpoint(Checkpoint):
         position = self._position(trainer)
         if position == self._saved_at:
             return
-        trainer.save_checkpoint(self.path, weights_only=False)  # full state; says so (no log line)
+        # A save, not a load: last.ckpt keeps the whole training state (optimizer, loops,
+        # RNG) for resume. Passing the flag, as ModelCheckpoint does, also keeps Lightning
+        # from logging that it was unset at every save. Loads are always data-only.
+        trainer.save_checkpoint(self.path, self.save_weights_only)
         self._saved_at = position
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:

@@ -20,6 +20,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cheeger.checkpoint import read_checkpoint
 from cheeger.eval import evaluate
 from cheeger.module import SegmentationModule
 from cheeger.runner import instantiate_group
@@ -93,7 +94,7 @@ def test_train_resume_and_eval(tmp_path, capfd, caplog, recwarn):
         assert noise not in printed, noise
     assert metrics["train/step_time"] > 0 and metrics["train/peak_memory_mb"] > 50
     last = run1 / "checkpoints" / "last.ckpt"
-    state = torch.load(last, weights_only=False)
+    state = read_checkpoint(last)
     assert state["global_step"] == 2
     # median-frequency weights were computed from the data and stored
     weights = state["state_dict"]["loss_fn.weight"]
@@ -107,7 +108,7 @@ def test_train_resume_and_eval(tmp_path, capfd, caplog, recwarn):
     run2 = tmp_path / "run2"
     cfg = compose("train", [*TINY, *limits, "trainer.max_epochs=2", f"ckpt_path={run1}"], run2)
     _, metrics2 = train(cfg)
-    ckpt2 = torch.load(run2 / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt2 = read_checkpoint(run2 / "checkpoints" / "last.ckpt")
     assert ckpt2["global_step"] == 4 and ckpt2["epoch"] == 1
 
     # Evaluating the last checkpoint on the same val batches reproduces the logged mIoU.
@@ -236,7 +237,7 @@ def test_composite_loss_logs_terms_warms_up_and_gets_class_weights(tmp_path):
     # The last training step set was global step 1: the Lovasz weight is 0.5 * 1/2.
     expected = metrics["val/loss/ce"] + 0.25 * metrics["val/loss/lovasz"]
     assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
-    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    state = read_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
     assert state["loss_fn._extra_state"] == {"step": 1}
     weights = state["loss_fn.members.ce.weight"]  # median frequency, from the training split
     assert weights.shape == (19,) and weights.max() > 1.0 > weights.min()
