@@ -92,6 +92,9 @@ SCHEMA: dict[str, Field] = {
     "response.t": Field(float, 0),
     "metrics.dilation_ratio": POSITIVE,
     "metrics.bf_tolerance": POSITIVE,
+    # cheeger.predict
+    "alpha": Field(float, 0, 1),
+    "overwrite": Field(bool),
 }
 
 

@@ -92,14 +92,18 @@ def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationMo
 
 
 def stored_normalization(
-    module: SegmentationModule, dataset_cfg: DictConfig | None, ckpt_path: str
+    module: SegmentationModule,
+    dataset_cfg: DictConfig | None,
+    ckpt_path: str,
+    prefix: str = "dataset.",
 ) -> dict[str, list[float]]:
     """``{"mean": ..., "std": ...}`` the checkpoint was trained with, to build the eval data.
 
     The stored values win over the dataset config's: feeding a model differently
     normalised images silently costs accuracy. A config that asks for other values
     gets a warning naming both. A checkpoint from before the normalisation was stored
-    keeps the config's values (returns ``{}``), with a warning.
+    keeps the config's values (returns ``{}``), with a warning. ``prefix`` is where
+    ``mean``/``std`` sit in the user's config, for the messages.
     """
     stored = (module.model_config or {}).get("dataset", {})
     asked = {
@@ -110,8 +114,9 @@ def stored_normalization(
     if stored.get("mean") is None or stored.get("std") is None:
         log.warning(
             "%s stores no input normalisation (written before cheeger kept it); using "
-            "dataset.mean/std from the config: %s",
+            "%smean/std from the config: %s",
             ckpt_path,
+            prefix,
             asked or "the ImageNet defaults",
         )
         return {}
@@ -119,8 +124,9 @@ def stored_normalization(
     for key, value in asked.items():
         if value != used[key]:
             log.warning(
-                "dataset.%s=%s differs from the %s the model was trained with (%s, stored in "
-                "%s); evaluating with the stored one",
+                "%s%s=%s differs from the %s the model was trained with (%s, stored in "
+                "%s); using the stored one",
+                prefix,
                 key,
                 value,
                 key,

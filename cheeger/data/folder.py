@@ -22,7 +22,7 @@ import numpy as np
 
 from cheeger.data.dataset import SampleError
 from cheeger.data.image_io import (
-    IMAGE_SUFFIXES,
+    image_files,
     image_size,
     read_label_map,
     read_rgb,
@@ -45,7 +45,7 @@ def find_images(root: Path, location: str) -> list[Path]:
                 f"and location {location!r})"
             )
         found = folder.rglob("*")
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return image_files(found, root)
 
 
 def _by_key(paths: list[Path], suffix: str, what: str) -> dict[str, Path]:

@@ -9,6 +9,7 @@ Cityscapes tools read.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,29 @@ from PIL import Image
 from cheeger.data.dataset import SampleError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether a name of ``path`` below ``root`` starts with a dot.
+
+    That covers hidden files and folders (``.ipynb_checkpoints/``) and the AppleDouble
+    files macOS leaves beside every file it copies (``._x.png``), which carry an image
+    suffix but hold no image.
+    """
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = (path.name,)
+    return any(part.startswith(".") for part in parts)
+
+
+def image_files(paths: Iterable[Path], root: Path) -> list[Path]:
+    """The visible image files among ``paths`` (by suffix, any case), sorted."""
+    return sorted(
+        p
+        for p in paths
+        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, root) and p.is_file()
+    )
 
 
 def _open(path: str | os.PathLike) -> Image.Image:

@@ -55,6 +55,20 @@ def test_split_by_subfolder(tmp_path):
     assert str(root / "masks/val/val_1.png") in source.describe(1)
 
 
+def test_hidden_and_appledouble_files_are_skipped(tmp_path):
+    root = split_tree(tmp_path / "data", {"train": 2})
+    for folder in ("images", "masks"):
+        # macOS leaves ._<name> beside every copied file: an image suffix, no image inside
+        (root / folder / "train" / "._train_0.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+        write_pair(
+            root / "images" / "train" / ".cache" / "extra.png",
+            root / "masks" / "train" / ".cache" / "extra.png",
+        )
+    for location in ("images/{split}", "images/*/*.png"):
+        source = ImageMaskFolder(root, "train", images=location)
+        assert [p[0].name for p in source.pairs] == ["train_0.png", "train_1.png"]
+
+
 def test_same_folder_with_mask_suffix_and_glob(tmp_path):
     root = tmp_path / "scans"
     for i in range(3):
