@@ -82,7 +82,8 @@ def find_inputs(path: str | Path, output: Path | None = None) -> tuple[Path, lis
     files = image_files(path.rglob("*"), path)
     out = output.expanduser().resolve() if output is not None else None
     if out == path.resolve():
-        files = [p for p in files if p not in _outputs_of_others(files)]
+        earlier = _outputs_of_others(files)
+        files = [p for p in files if p not in earlier]
     elif out is not None:
         files = [p for p in files if out not in p.resolve().parents]
     if not files:
