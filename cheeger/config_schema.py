@@ -42,9 +42,7 @@ class Field:
             return isinstance(value, bool)
         if isinstance(value, bool):
             return False
-        if self.kind is float and (
-            not isinstance(value, (int, float)) or not math.isfinite(value)
-        ):
+        if self.kind is float and (not isinstance(value, (int, float)) or not math.isfinite(value)):
             return False
         if self.kind in (int, str) and not isinstance(value, self.kind):
             return False
@@ -75,6 +73,9 @@ SCHEMA: dict[str, Field] = {
     "dataset.num_workers": NON_NEGATIVE_INT,
     "dataset.num_classes": POSITIVE_INT,
     "dataset.skip_bad": Field(bool),
+    "dataset.allow_absent_classes": Field(bool),
+    "dataset.stats_cache": Field(str, nullable=True),
+    "dataset.source.allow_lossy_masks": Field(bool),
     "model.base_channels": POSITIVE_INT,
     "model.depth": POSITIVE_INT,
     "model.output_stride": POSITIVE_INT,

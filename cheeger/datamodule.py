@@ -11,6 +11,7 @@ would have drawn, instead of restarting the epoch with a new shuffle.
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import signal
@@ -31,9 +32,19 @@ from cheeger.data.dataset import (
 )
 from cheeger.data.sampling import EvalShardSampler, ResumableSampler
 from cheeger.data.skipping import collate_skipping
+from cheeger.data.statistics import (
+    LabelHistogram,
+    cache_path,
+    check_histograms,
+    label_histogram,
+    read_cached,
+    write_cached,
+)
 from cheeger.data.transforms import eval_transform, train_transform
 
 SPLITS = ("train", "val", "test")
+
+log = logging.getLogger("cheeger.data")
 
 
 def init_worker(worker_id: int) -> None:
@@ -74,6 +85,11 @@ class SegmentationDataModule(L.LightningDataModule):
             outside the class set) out of their batch instead of stopping; the module
             counts them (``{stage}/skipped_samples``) and lists them at each epoch end.
             False: the first bad sample stops the run with an error naming it.
+        allow_absent_classes: train although a declared class has no pixel in the
+            training split (``check_labels``); False: that is an error naming the class.
+        stats_cache: folder caching each split's label histogram, keyed by the source's
+            ``fingerprint()`` (its files' paths, sizes and modification times), so a
+            sweep counts a dataset once; None: counted in every run.
     """
 
     def __init__(
@@ -95,6 +111,8 @@ class SegmentationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         seed: int | None = None,
         skip_bad: bool = False,
+        allow_absent_classes: bool = False,
+        stats_cache: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -123,7 +141,15 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         self.pin_memory = pin_memory
         self.skip_bad = skip_bad
+        if not isinstance(allow_absent_classes, bool):
+            raise ValueError(
+                "dataset.allow_absent_classes must be true or false, found "
+                f"{allow_absent_classes!r}"
+            )
+        self.allow_absent_classes = allow_absent_classes
+        self.stats_cache = stats_cache
         self.datasets: dict[str, SegmentationDataset] = {}
+        self.histograms: dict[str, LabelHistogram] = {}
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or an int >= 0, found {seed!r}")
         self.seed = secrets.randbits(31) if seed is None else seed
@@ -151,6 +177,69 @@ class SegmentationDataModule(L.LightningDataModule):
                 skip_bad=self.skip_bad,
             )
         return self.datasets[split]
+
+    def label_histogram(self, split: str) -> LabelHistogram:
+        """Pixels per class of a whole split, counted once (cached in memory, and on disk
+        under ``stats_cache`` for sources with a ``fingerprint()``)."""
+        if split in self.histograms:
+            return self.histograms[split]
+        dataset = self.dataset(split)
+        fingerprint = getattr(dataset.source, "fingerprint", None)
+        path = None
+        if self.stats_cache and callable(fingerprint):
+            key = {
+                "source": fingerprint(),
+                "num_classes": self.num_classes,
+                "ignore_index": self.ignore_index,
+                "skip_bad": self.skip_bad,
+            }
+            path = cache_path(self.stats_cache, key)
+        histogram = read_cached(path) if path is not None else None
+        if histogram is None:
+            histogram = label_histogram(
+                dataset,
+                self.num_classes,
+                self.ignore_index,
+                num_workers=self.num_workers,
+                desc=f"checking {self.name} {split} labels",
+            )
+            if path is not None:
+                write_cached(path, histogram)
+        if histogram.skipped:
+            listed = "; ".join(histogram.skipped[:5])
+            more = len(histogram.skipped) - 5
+            log.warning(
+                "%s %s: %d bad sample(s) will be skipped (dataset.skip_bad=true): %s%s",
+                self.name,
+                split,
+                len(histogram.skipped),
+                listed,
+                f"; and {more} more" if more > 0 else "",
+            )
+        self.histograms[split] = histogram
+        return histogram
+
+    def check_labels(self, splits: Sequence[str] = SPLITS) -> list[str]:
+        """Read every sample of ``splits`` now, so a bad file fails the run at start and
+        not after training, and check their label histograms
+        (``cheeger.data.statistics.check_histograms``); returns the warnings.
+
+        Raises:
+            SampleError: the first bad sample (unless ``skip_bad``), naming it.
+            ValueError: a declared class absent from the training split (unless
+                ``allow_absent_classes``).
+        """
+        histograms = {split: self.label_histogram(split) for split in splits}
+        expected = None
+        if "train" in splits:
+            expected = getattr(self.dataset("train").source, "present_train_ids", None)
+        return check_histograms(
+            histograms,
+            self.class_names,
+            self.ignore_index,
+            expected_classes=expected,
+            allow_absent_classes=self.allow_absent_classes,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}

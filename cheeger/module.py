@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from cheeger.data.classes import IGNORE_INDEX
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
-from cheeger.data.statistics import class_pixel_counts, median_frequency_weights
+from cheeger.data.statistics import median_frequency_weights
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
@@ -181,15 +181,13 @@ class SegmentationModule(L.LightningModule):
         if stage != "fit" or not getattr(self.loss_fn, "needs_dataset_weights", False):
             return
         datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "dataset"):
+        if datamodule is None or not hasattr(datamodule, "label_histogram"):
             raise ValueError(
                 "loss.class_weights=median_frequency needs a SegmentationDataModule "
                 "to count classes"
             )
-        counts = class_pixel_counts(
-            datamodule.dataset("train"), self.num_classes, ignore_index=self.ignore_index
-        )
-        weights = median_frequency_weights(counts)
+        # The training split's histogram, counted (or read from its cache) once per run.
+        weights = median_frequency_weights(datamodule.label_histogram("train").counts_tensor())
         self.loss_fn.set_class_weights(weights)
         log.info("median-frequency class weights: %s", [round(w, 3) for w in weights.tolist()])
 

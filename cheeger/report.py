@@ -21,7 +21,9 @@ def results_table(class_names: Sequence[str], result: Mapping[str, Any], title: 
 
     Columns: class, IoU, and when present Boundary IoU and BF per class; then the
     means, pixel accuracy and the trimap IoU curve. Classes absent from ground
-    truth and prediction show '-'.
+    truth and prediction show '-' and are left out of the means; a mean that left
+    classes out says over how many it ran, and a footnote names the others (a mean
+    of 1.0 over one class of two is not a perfect score).
     """
     columns = [("IoU", result["iou"])]
     if "boundary_iou_per_class" in result:
@@ -35,12 +37,28 @@ def results_table(class_names: Sequence[str], result: Mapping[str, Any], title: 
     for i, name in enumerate(class_names):
         lines.append(f"{name:<{width}}" + "".join(f"  {_cell(float(v[i])):>7}" for _, v in columns))
     lines.append(rule)
+    per_class = {"mIoU": "iou", "boundary_iou": "boundary_iou_per_class", "bf": "bf_per_class"}
     summary = [("mIoU", result["mIoU"]), ("pixel acc", result["pixel_acc"])]
     summary += [(k, result[k]) for k in ("boundary_iou", "bf") if k in result]
     summary += [(k, v) for k, v in result.items() if k.startswith("trimap_iou@")]
+    left_out: set[str] = set()
     for key, value in summary:
-        lines.append(f"{key:<{width}}  {_cell(float(value)):>7}")
+        line = f"{key:<{width}}  {_cell(float(value)):>7}"
+        if key in per_class:
+            scores = result[per_class[key]]
+            missing = [n for n, v in zip(class_names, scores, strict=True) if _nan(v)]
+            if missing:
+                line += f"  over {len(class_names) - len(missing)} of {len(class_names)} classes*"
+                left_out.update(missing)
+        lines.append(line)
+    if left_out:
+        names = ", ".join(n for n in class_names if n in left_out)
+        lines.append(f"* left out: absent from ground truth and prediction ({names})")
     return "\n".join(lines)
+
+
+def _nan(value: Any) -> bool:
+    return math.isnan(float(value))
 
 
 def error_map(pred: np.ndarray, target: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

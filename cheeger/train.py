@@ -69,6 +69,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             image = None
         if image is not None:
             check_crop_fits(crop, image.shape[:2], scale)
+    # Every sample of every split the run will use is read now: a bad file fails here, not
+    # after training, and labels that cannot be learned (0/255 masks) stop the run.
+    datamodule.check_labels(("train", "val", "test") if cfg.get("test") else ("train", "val"))
     trainer = build_trainer(cfg)
     setup_wandb(trainer, cfg)
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# Label histograms cached by the tests' runs stay out of the user's ~/.cache.
+os.environ["CHEEGER_CACHE"] = tempfile.mkdtemp(prefix="cheeger-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

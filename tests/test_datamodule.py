@@ -73,3 +73,41 @@ def test_bad_seed_and_state_are_named(compose_train):
     datamodule = instantiate(cfg.dataset, seed=0)
     with pytest.raises(KeyError, match=r"lacks \['batches_done'\]"):
         datamodule.load_state_dict({"seed": 1, "epoch": 0})
+
+
+def test_label_histograms_are_counted_once_and_cached_per_fingerprint(tmp_path, monkeypatch):
+    from cheeger.data.folder import ImageMaskFolder
+    from tests.conftest import compose
+    from tests.data.test_folder import split_tree, write_pair
+
+    root = split_tree(tmp_path / "data")
+    overrides = ["dataset=folder", f"dataset.root={root}", f"dataset.stats_cache={tmp_path}/c"]
+    cfg = compose("train", overrides, tmp_path / "run")
+    first = instantiate(cfg.dataset)
+    assert first.check_labels(("train", "val")) == []
+    counts = first.label_histogram("train")
+    assert counts.samples == 4 and sum(counts.counts) == 4 * 32 * 48
+    assert len(list((tmp_path / "c").iterdir())) == 2  # one file per split
+
+    def unread(self, index):
+        raise AssertionError("a cached split was read again")
+
+    monkeypatch.setattr(ImageMaskFolder, "load", unread)
+    again = instantiate(cfg.dataset)
+    assert again.label_histogram("train") == counts  # from the cache, no file read
+    monkeypatch.undo()
+    # An edited mask changes the key: counted afresh.
+    write_pair(root / "images/train/train_0.png", root / "masks/train/train_0.png", labels=(1, 1))
+    edited = instantiate(cfg.dataset).label_histogram("train")
+    assert edited.counts[1] > counts.counts[1]
+
+
+def test_synthetic_classes_the_source_never_draws_are_not_required(compose_train):
+    datamodule = instantiate(compose_train().dataset)
+    assert datamodule.check_labels(("train",)) == []
+    histogram = datamodule.label_histogram("train")
+    assert histogram.counts[3] == 0  # wall: not drawn by the synthetic city
+    strict = instantiate(compose_train("dataset.source.lengths={train: 1}").dataset)
+    strict.dataset("train").source.present_train_ids = tuple(range(19))
+    with pytest.raises(ValueError, match="'wall' \\(id 3\\)"):
+        strict.check_labels(("train",))

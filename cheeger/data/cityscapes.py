@@ -27,7 +27,13 @@ import numpy as np
 
 from cheeger.data.classes import IGNORE_INDEX
 from cheeger.data.dataset import SampleError
-from cheeger.data.image_io import image_size, read_label_map, read_rgb, write_label_map
+from cheeger.data.image_io import (
+    files_fingerprint,
+    image_size,
+    read_label_map,
+    read_rgb,
+    write_label_map,
+)
 
 ROOT_ENV = "CITYSCAPES_DATASET"
 SPLITS = ("train", "val", "test")
@@ -222,6 +228,11 @@ class Cityscapes:
 
     def __len__(self) -> int:
         return len(self.image_paths)
+
+    def fingerprint(self) -> dict:
+        """What the split's labels depend on: its files."""
+        files = files_fingerprint([*self.image_paths, *self.label_paths])
+        return {"source": "cityscapes", "files": files}
 
     def stem(self, index: int) -> str:
         """``{city}_{seq}_{frame}`` of sample ``index``."""

@@ -14,6 +14,7 @@ from a seeded shuffle of all pairs cut by ``fractions``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from cheeger.data.dataset import SampleError
 from cheeger.data.image_io import (
+    files_fingerprint,
     image_files,
     image_size,
     read_label_map,
@@ -31,6 +33,8 @@ from cheeger.data.image_io import (
 
 SPLITS = ("train", "val", "test")
 GLOB_CHARS = set("*?[")
+# Formats whose compression changes pixel values, and so class ids at every edge.
+LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg")
 
 
 def find_images(root: Path, location: str) -> list[Path]:
@@ -125,6 +129,9 @@ class ImageMaskFolder:
         seed: the shuffle's seed (same seed, same split on every machine).
         label_map: ``{raw mask value: class id}``; every value in a mask must be a
             key. None: mask values are used as they are.
+        allow_lossy_masks: accept JPEG masks. False (default): refused, because lossy
+            compression changes the ids (a 0/1 mask decodes to 0, 1, 2, ... near edges,
+            and a dark mask can decode to all 0).
 
     ``load(i)`` returns an RGB (H, W, 3) uint8 image and an (H, W) integer mask;
     ``SegmentationDataset`` then checks sizes and the class set, naming the files.
@@ -140,6 +147,7 @@ class ImageMaskFolder:
         fractions: Mapping[str, float] | None = None,
         seed: int = 0,
         label_map: Mapping[int, int] | None = None,
+        allow_lossy_masks: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"folder dataset split must be one of {SPLITS}, found {split!r}")
@@ -174,6 +182,13 @@ class ImageMaskFolder:
                 f"{self.root / image_location} with its mask under {self.root / mask_location}"
                 + (f" (fractions={dict(fractions)})" if fractions is not None else "")
             )
+        lossy = [mask for _, mask in pairs if mask.suffix.lower() in LOSSY_MASK_SUFFIXES]
+        if lossy and allow_lossy_masks is not True:
+            raise ValueError(
+                f"folder dataset split {split!r}: {len(lossy)} of {len(pairs)} masks are JPEG "
+                f"files (first: {lossy[0]}); lossy compression changes class ids. Save masks "
+                "as PNG, or set dataset.source.allow_lossy_masks=true to use them anyway"
+            )
         self.pairs = pairs
         self.label_map = self._lookup_table(label_map)
 
@@ -193,6 +208,12 @@ class ImageMaskFolder:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def fingerprint(self) -> dict:
+        """What the split's labels depend on: its files and the label map."""
+        files = files_fingerprint(p for pair in self.pairs for p in pair)
+        table = b"" if self.label_map is None else self.label_map.tobytes()
+        return {"source": "folder", "files": files, "label_map": hashlib.sha256(table).hexdigest()}
 
     def stem(self, index: int) -> str:
         return self.pairs[index][0].stem

@@ -8,6 +8,7 @@ Cityscapes tools read.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,6 +43,16 @@ def image_files(paths: Iterable[Path], root: Path) -> list[Path]:
         for p in paths
         if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, root) and p.is_file()
     )
+
+
+def files_fingerprint(paths: Iterable[Path]) -> str:
+    """A digest of the files' paths, sizes and modification times: it changes when any
+    file is added, removed, replaced or edited (what a cached statistic depends on)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = Path(path).stat()
+        digest.update(f"{Path(path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _open(path: str | os.PathLike) -> Image.Image:

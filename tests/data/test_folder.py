@@ -166,25 +166,80 @@ def test_prediction_file_at_mask_size(tmp_path):
     assert written.shape == (32, 48) and (written == 1).all()
 
 
+def folder_overrides(root: Path, *extra: str) -> list[str]:
+    return [
+        "dataset=folder",
+        f"dataset.root={root}",
+        "dataset.train_transform.crop=[32,32]",
+        "dataset.batch_size=2",
+        "dataset.num_workers=0",
+        "model=unet_tiny",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        *extra,
+    ]
+
+
 def test_folder_dataset_trains_with_fast_dev_run(tmp_path):
     root = split_tree(tmp_path / "data")
-    cfg = compose(
-        "train",
-        [
-            "dataset=folder",
-            f"dataset.root={root}",
-            "dataset.train_transform.crop=[32,32]",
-            "dataset.batch_size=2",
-            "dataset.num_workers=0",
-            "model=unet_tiny",
-            "debug=fast_dev_run",
-            "trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
-        ],
-        tmp_path / "run",
-    )
+    cfg = compose("train", folder_overrides(root, "debug=fast_dev_run"), tmp_path / "run")
     datamodule = instantiate(cfg.dataset)
     assert datamodule.palette == ((0, 0, 0), (220, 20, 60))
     _, metrics = train(cfg)
     assert {"train/loss", "val/mIoU"} <= set(metrics)
     assert 0.0 <= metrics["val/mIoU"] <= 1.0
+
+
+def test_jpeg_masks_are_refused_unless_allowed(tmp_path):
+    root = tmp_path / "data"
+    for i in range(2):
+        write_pair(root / "images/train" / f"t{i}.png", root / "masks/train" / f"t{i}.jpg")
+    with pytest.raises(ValueError) as error:
+        ImageMaskFolder(root, "train")
+    text = str(error.value)
+    assert "2 of 2 masks are JPEG" in text and "t0.jpg" in text
+    assert "dataset.source.allow_lossy_masks=true" in text
+    assert len(ImageMaskFolder(root, "train", allow_lossy_masks=True)) == 2
+
+
+def test_fingerprint_follows_files_and_label_map(tmp_path):
+    root = split_tree(tmp_path / "data", {"train": 2})
+    first = ImageMaskFolder(root, "train").fingerprint()
+    assert ImageMaskFolder(root, "train").fingerprint() == first
+    assert ImageMaskFolder(root, "train", label_map={0: 0, 1: 1}).fingerprint() != first
+    write_pair(root / "images/train/train_1.png", root / "masks/train/train_1.png", labels=(1, 0))
+    assert ImageMaskFolder(root, "train").fingerprint()["files"] != first["files"]
+
+
+def test_binary_masks_saved_as_0_255_stop_at_start_and_train_with_label_map(tmp_path):
+    # The most common binary format: before, this trained to val/test mIoU 1.0000 because
+    # every foreground pixel was the ignore label.
+    root = tmp_path / "data"
+    for split, count in (("train", 4), ("val", 2), ("test", 2)):
+        for i in range(count):
+            write_pair(
+                root / "images" / split / f"{i}.png",
+                root / "masks" / split / f"{i}.png",
+                labels=(0, 255),
+                seed=i,
+            )
+    run = tmp_path / "run"
+    with pytest.raises(ValueError) as error:
+        train(compose("train", folder_overrides(root), run))
+    text = str(error.value)
+    assert "'foreground' (id 1)" in text and "dataset.source.label_map" in text
+    assert not (run / "checkpoints").exists() and not (run / "final_metrics.json").exists()
+
+    cfg = compose("train", folder_overrides(root, "dataset.source.label_map={0: 0, 255: 1}"), run)
+    _, metrics = train(cfg)
+    assert metrics["val/mIoU"] < 1.0 and metrics["test/mIoU"] < 1.0
+
+
+def test_a_corrupt_test_mask_fails_before_training(tmp_path):
+    root = split_tree(tmp_path / "data")
+    (root / "masks/test/test_0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run = tmp_path / "run"
+    with pytest.raises(SampleError, match="test_0.png"):
+        train(compose("train", folder_overrides(root), run))
+    assert not (run / "checkpoints").exists()

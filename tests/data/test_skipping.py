@@ -140,8 +140,13 @@ def test_skip_bad_trains_and_reports_the_bad_files_each_epoch(workers, tmp_path,
     assert metrics["train/skipped_samples"] == 3.0
     assert metrics["val/skipped_samples"] == 3.0
     assert 0.0 <= metrics["val/mIoU"] <= 1.0  # from the one good val sample
-    reports = [r.getMessage() for r in caplog.records if "bad sample(s)" in r.getMessage()]
-    assert len(reports) == 2, reports  # one per stage and epoch
+    messages = [r.getMessage() for r in caplog.records if "bad sample(s)" in r.getMessage()]
+    # Listed once when the labels are checked at start, then once per stage and epoch.
+    at_start = [m for m in messages if "will be skipped" in m]
+    assert [m.split(":")[0] for m in at_start] == ["folder train", "folder val"]
+    assert all("3 bad sample(s)" in m and "[77]" in m for m in at_start)
+    reports = [m for m in messages if m not in at_start]
+    assert len(reports) == 2, reports
     for split in ("train", "val"):
         (report,) = [r for r in reports if r.startswith(f"{split} epoch 0: skipped 3 ")]
         lines = report.splitlines()[1:]
