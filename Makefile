@@ -12,7 +12,7 @@ ARGS   ?=
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install train test test-slow lint bench clean
+.PHONY: test-gpu install train test test-slow lint bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+# The tests parametrized by the `device` fixture (tests/conftest.py), on the accelerator
+# present; stops with a message when there is none.
+test-gpu: install
+	@$(BIN)/python -c "import sys, torch; mps = getattr(torch.backends, 'mps', None); ok = torch.cuda.is_available() or (mps is not None and mps.is_available()); sys.exit(0 if ok else 'make test-gpu: no CUDA or MPS device here (torch ' + torch.__version__ + '); install a CUDA build with make install TORCH=...')"
+	$(BIN)/python -m pytest -q -m "not slow" -k "cuda or mps" $(ARGS)
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

@@ -98,6 +98,23 @@ def compose_with_hydra(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
+def accelerators() -> list[str]:
+    """The accelerators this machine has: cuda and/or mps (none on CI)."""
+    import torch
+
+    found = ["cuda"] if torch.cuda.is_available() else []
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+@pytest.fixture(params=["cpu", *accelerators()])
+def device(request) -> str:
+    """Each device a test should pass on: cpu always, cuda and mps when present
+    (``make test-gpu`` runs only the accelerator cases)."""
+    return request.param
+
+
 @pytest.fixture
 def compose_train(tmp_path):
     """compose_train(*overrides) -> a tiny training config writing under tmp_path."""
