@@ -241,7 +241,7 @@ def median_frequency_weights(counts: Tensor, max_weight: float = 10.0) -> Tensor
         raise ValueError("counts are all zero: no labelled pixel to balance")
     freq = counts / counts.sum()
     median = freq[present].median()
-    weights = torch.where(present, median / freq.clamp_min(1e-300), torch.full_like(freq, 1e300))
+    weights = torch.where(present, median / freq.clamp_min(1e-300), max_weight)
     absent = (~present).nonzero().flatten().tolist()
     if absent:
         log.warning(
