@@ -115,6 +115,12 @@ def device(request) -> str:
     return request.param
 
 
+@pytest.fixture(params=["cpu", *(name for name in accelerators() if name != "mps")])
+def device64(request) -> str:
+    """``device`` for float64 tests: MPS has no float64, so it is left out."""
+    return request.param
+
+
 @pytest.fixture
 def compose_train(tmp_path):
     """compose_train(*overrides) -> a tiny training config writing under tmp_path."""

@@ -109,8 +109,10 @@ def test_refused_combinations_fail_at_start_naming_both_options(compose_train, t
         train(cfg)
 
 
-def test_spectral_head_overfits_one_batch(compose_train):
-    cfg = compose_train(*small(), *OVERFIT, "trainer.max_epochs=60")
+def test_spectral_head_overfits_one_batch(compose_train, device):
+    cfg = compose_train(
+        *small(), *OVERFIT, "trainer.max_epochs=60", f"trainer.accelerator={device}"
+    )
     _, metrics = train(cfg)
     assert metrics["train/pixel_acc"] > 0.9
 

@@ -104,13 +104,18 @@ def batches(seed, shape=(23, 31), n=3, c_count=4):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("ratio", [0.02, 0.08])
-def test_boundary_iou_matches_scipy(seed, ratio):
+def test_boundary_iou_matches_scipy(seed, ratio, device):
     preds, targets = batches(seed)
-    metric = BoundaryIoU(4, dilation_ratio=ratio)
-    metric.update(torch.from_numpy(np.stack(preds[:2])), torch.from_numpy(np.stack(targets[:2])))
-    metric.update(torch.from_numpy(preds[2][None]), torch.from_numpy(targets[2][None]))
+    metric = BoundaryIoU(4, dilation_ratio=ratio).to(device)
+
+    def on(array):
+        return torch.from_numpy(array).to(device)
+
+    metric.update(on(np.stack(preds[:2])), on(np.stack(targets[:2])))
+    metric.update(on(preds[2][None]), on(targets[2][None]))
+    assert metric.intersection.device.type == device
     mean, per = oracle_boundary_iou(preds, targets, 4, ratio)
-    out = metric.compute()
+    out = {key: value.cpu() for key, value in metric.compute().items()}
     assert out["mean"].item() == pytest.approx(mean, abs=1e-12)
     np.testing.assert_allclose(out["per_class"].numpy(), per, atol=1e-12)
 

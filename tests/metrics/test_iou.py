@@ -34,11 +34,11 @@ def numpy_miou(preds, targets, num_classes, ignore=255):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_streaming_miou_matches_numpy(seed):
+def test_streaming_miou_matches_numpy(seed, device):
     rng = np.random.default_rng(seed)
     num_classes = 6
     preds, targets = [], []
-    metric = SegmentationIoU(num_classes)
+    metric = SegmentationIoU(num_classes).to(device)
     for _ in range(4):
         t = rng.integers(0, num_classes - 1, size=(2, 9, 13))  # class 5 never in GT
         t[rng.random(t.shape) < 0.2] = 255
@@ -47,9 +47,10 @@ def test_streaming_miou_matches_numpy(seed):
         p[p == 3] = 2  # class 3 never predicted
         preds.append(p)
         targets.append(t)
-        metric.update(torch.from_numpy(p), torch.from_numpy(t))
+        metric.update(torch.from_numpy(p).to(device), torch.from_numpy(t).to(device))
+    assert metric.confmat.device.type == device
     expected_miou, expected_acc, inter, union = numpy_miou(preds, targets, num_classes)
-    out = metric.compute()
+    out = {key: value.cpu() for key, value in metric.compute().items()}
     assert out["mIoU"].item() == pytest.approx(expected_miou, abs=1e-12)
     assert out["pixel_acc"].item() == pytest.approx(expected_acc, abs=1e-12)
     for c in range(num_classes):

@@ -73,16 +73,20 @@ def rng():
 
 @pytest.mark.parametrize("kind", LAPLACIAN_KINDS)
 @pytest.mark.parametrize("layout", ["shared", "per_channel", "per_batch_channel"])
-def test_filter_equals_dense_polynomial(rng, kind, layout):
+def test_filter_equals_dense_polynomial(rng, kind, layout, device64):
     batch, n, channels, order = 2, 11, 3, 7
     dense = random_weights(rng, batch, n, isolated=(4,))
     graph = graph_from_dense(dense)
+    graph = type(graph)(graph.index.to(device64), graph.weight.to(device64))
     x = rng.standard_normal((batch, n, channels))
     shape = {"shared": (order,), "per_channel": (order, channels)}.get(
         layout, (batch, order, channels)
     )
     theta = rng.standard_normal(shape)
-    out = chebyshev_filter(graph, torch.from_numpy(x), torch.from_numpy(theta), kind).numpy()
+    x_on, theta_on = torch.from_numpy(x).to(device64), torch.from_numpy(theta).to(device64)
+    out = chebyshev_filter(graph, x_on, theta_on, kind)
+    assert out.device.type == device64
+    out = out.cpu().numpy()
 
     lap = dense_laplacian(dense, kind)
     lmax = lambda_max_of(dense, kind)

@@ -50,10 +50,12 @@ def linear_loss(weights_values: torch.Tensor, weights_vectors: torch.Tensor):
 
 @pytest.mark.parametrize("largest", [False, True])
 @pytest.mark.parametrize("k", [1, 3, 7])
-def test_forward_matches_numpy(k, largest):
+def test_forward_matches_numpy(k, largest, device64):
     a = random_symmetric(3, 7, seed=k)
-    values, vectors = eigh(a, k=k, largest=largest)
+    values, vectors = eigh(a.to(device64), k=k, largest=largest)
     assert values.shape == (3, k) and vectors.shape == (3, 7, k)
+    assert vectors.device.type == device64
+    values, vectors = values.cpu(), vectors.cpu()
     ref_values, ref_vectors = np.linalg.eigh(a.numpy())
     pick = slice(None, None, -1) if largest else slice(None)
     ref_values, ref_vectors = ref_values[:, pick][:, :k], ref_vectors[:, :, pick][:, :, :k]

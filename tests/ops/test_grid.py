@@ -71,17 +71,19 @@ def dense_window_graph(features, radius, sigma_f, sigma_x, window):
 @pytest.mark.parametrize("radius", [1, 2])
 @pytest.mark.parametrize("sigma_spatial", [None, 1.5, "per_batch"])
 @pytest.mark.parametrize("window", ["square", "disk"])
-def test_window_graph_matches_dense_loops(rng, radius, sigma_spatial, window):
+def test_window_graph_matches_dense_loops(rng, radius, sigma_spatial, window, device64):
     features = rng.standard_normal((2, 3, 5, 7))
     sigma_x = np.array([1.5, 0.8]) if sigma_spatial == "per_batch" else sigma_spatial
     sigma_f = np.array([0.9, 1.7])
     graph = grid_graph(
-        torch.from_numpy(features),
+        torch.from_numpy(features).to(device64),
         radius,
-        torch.from_numpy(sigma_f),
-        None if sigma_x is None else torch.as_tensor(sigma_x, dtype=DTYPE),
+        torch.from_numpy(sigma_f).to(device64),
+        None if sigma_x is None else torch.as_tensor(sigma_x, dtype=DTYPE, device=device64),
         window=window,
     )
+    assert graph.weight.device.type == device64
+    graph = type(graph)(graph.index.cpu(), graph.weight.cpu())
     expected = dense_window_graph(features, radius, sigma_f, sigma_x, window)
     np.testing.assert_allclose(to_dense(graph).numpy(), expected, atol=1e-14)
     assert graph.max_degree == window_offsets(radius, window).shape[0]

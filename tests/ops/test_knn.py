@@ -30,9 +30,11 @@ def brute_force_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 7])
-def test_indices_match_cdist(rng, chunk_size):
+def test_indices_match_cdist(rng, chunk_size, device64):
     x = rng.standard_normal((2, 40, 5))
-    got = knn_indices(torch.from_numpy(x), 6, chunk_size=chunk_size).numpy()
+    got = knn_indices(torch.from_numpy(x).to(device64), 6, chunk_size=chunk_size)
+    assert got.device.type == device64
+    got = got.cpu().numpy()
     expected, _ = brute_force_knn(x, 6)
     np.testing.assert_array_equal(got, expected)
 

@@ -438,11 +438,12 @@ def small_graph():
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "unnormalized", "random_walk"])
-def test_gradient_matches_dense_exact_backward(small_graph, kind):
+def test_gradient_matches_dense_exact_backward(small_graph, kind, device64):
     k = 6
     g = torch.Generator().manual_seed(0)
-    c = torch.randn(2, k, generator=g, dtype=F64)
-    r = torch.randn(2, small_graph.num_nodes, k, generator=g, dtype=F64)
+    c = torch.randn(2, k, generator=g, dtype=F64).to(device64)
+    r = torch.randn(2, small_graph.num_nodes, k, generator=g, dtype=F64).to(device64)
+    small_graph = NeighborGraph(small_graph.index.to(device64), small_graph.weight.to(device64))
     reference = dense_gradient(small_graph, kind, k, "exact", c, r)
     options = dict(tol=1e-12, backward="exact", backward_tol=1e-12)
     ours, result = partial_gradient(small_graph, kind, k, c, r, **options)
