@@ -122,6 +122,6 @@ class RayleighConsistency(nn.Module):
                 f"({graph.batch_size}, {graph.num_nodes})"
             )
         if self.detach_graph:
-            graph = NeighborGraph(graph.index, graph.weight.detach())
+            graph = NeighborGraph.derived(graph.index, graph.weight.detach())
         probabilities = node_probabilities(feature_logits).to(graph.weight.dtype)
         return rayleigh_quotient(graph, probabilities, kind, self.eps).mean()

@@ -81,6 +81,30 @@ class NeighborGraph:
     def __post_init__(self) -> None:
         _check_neighbor_lists(self.index, self.weight)
 
+    @classmethod
+    def derived(
+        cls,
+        index: Tensor,
+        weight: Tensor,
+        node_features: Tensor | None = None,
+        bandwidth: Tensor | None = None,
+    ) -> NeighborGraph:
+        """A graph built without the construction checks, which read the device twice.
+
+        For ops that derive it from a graph that passed them: the same or a rebuilt
+        index, and weights detached or rescaled by finite non-negative factors. Users
+        construct ``NeighborGraph(index, weight)``.
+        """
+        graph = object.__new__(cls)
+        for name, value in (
+            ("index", index),
+            ("weight", weight),
+            ("node_features", node_features),
+            ("bandwidth", bandwidth),
+        ):
+            object.__setattr__(graph, name, value)
+        return graph
+
     @property
     def batch_size(self) -> int:
         return self.index.shape[0]
@@ -117,17 +141,27 @@ def _check_neighbor_lists(index: Tensor, weight: Tensor) -> None:
         raise ValueError("index must describe at least one node (N >= 1), found N = 0")
     if index.numel() == 0:
         return
-    low, high = (int(v) for v in torch.aminmax(index))
+    low, high = torch.stack(torch.aminmax(index)).tolist()  # one read of the device
     if low < 0 or high >= num_nodes:
         raise ValueError(
             f"index entries must lie in [0, N) = [0, {num_nodes}), found range [{low}, {high}]"
         )
-    # One pass for both checks: NaN propagates into the minimum, Inf shows in the maximum.
-    w_min, w_max = (float(v) for v in torch.aminmax(weight.detach()))
+    check_weights(weight, "weight")
+
+
+def check_weights(weight: Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` unless every entry is finite and >= 0.
+
+    One pass and one read of the device: NaN propagates into the minimum, Inf shows
+    in the maximum.
+    """
+    if weight.numel() == 0:
+        return
+    w_min, w_max = torch.stack(torch.aminmax(weight.detach())).tolist()
     if not (math.isfinite(w_min) and math.isfinite(w_max)):
-        raise ValueError("weight must be finite, found NaN or Inf entries")
+        raise ValueError(f"{name} must be finite, found NaN or Inf entries")
     if w_min < 0:
-        raise ValueError(f"weight must be >= 0, found minimum {w_min}")
+        raise ValueError(f"{name} must be >= 0, found minimum {w_min}")
 
 
 def validate_graph(
@@ -499,7 +533,9 @@ def _pack_rows(keys: Tensor, values: Tensor, batch: int, num_nodes: int) -> Neig
     index = own.expand(batch * num_nodes, slots).clone().view(-1)
     index[flat] = cols
     weight = values.new_zeros(batch * num_nodes * slots).index_put((flat,), values)
-    return NeighborGraph(index.view(batch, num_nodes, slots), weight.view(batch, num_nodes, slots))
+    return NeighborGraph.derived(
+        index.view(batch, num_nodes, slots), weight.view(batch, num_nodes, slots)
+    )
 
 
 def graph_union(*graphs: NeighborGraph, max_degree: int | None = None) -> NeighborGraph:

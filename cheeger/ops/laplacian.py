@@ -88,7 +88,9 @@ def normalized_adjacency(graph: NeighborGraph, eps: float | None = None) -> Neig
     scale = inverse_degree_power(graph, 0.5, eps)
     batch, num_nodes, slots = graph.index.shape
     neighbour_scale = scale.gather(1, graph.index.reshape(batch, -1)).view(batch, num_nodes, slots)
-    return NeighborGraph(graph.index, graph.weight * scale.unsqueeze(-1) * neighbour_scale)
+    return NeighborGraph.derived(
+        graph.index, graph.weight * scale.unsqueeze(-1) * neighbour_scale
+    )
 
 
 def laplacian_matvec(

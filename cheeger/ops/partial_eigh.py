@@ -117,7 +117,7 @@ from cheeger.ops.backward_modes import (
     resolve_order,
 )
 from cheeger.ops.eigh import SIGN_CONVENTIONS, canonicalize_eigenvector_signs
-from cheeger.ops.graph import NeighborGraph, degree
+from cheeger.ops.graph import NeighborGraph, check_weights, degree
 from cheeger.ops.laplacian import (
     LaplacianKind,
     inverse_degree_power,
@@ -213,7 +213,7 @@ class _LaplacianOperator:
     def __init__(self, graph: NeighborGraph, kind: LaplacianKind, eps: float | None) -> None:
         index, weight = graph.index, graph.weight.detach()
         batch, num_nodes, slots = index.shape
-        plain = NeighborGraph(index, weight)
+        plain = NeighborGraph.derived(index, weight)
         if kind is LaplacianKind.UNNORMALIZED:
             values = weight
             self.scale = degree(plain).unsqueeze(-1)  # (B, N, 1)
@@ -583,10 +583,11 @@ def _chebyshev_subspace_iteration(
 
 def _dense_ritz(graph: NeighborGraph, kind: LaplacianKind, eps: float | None, width: int) -> _Ritz:
     """The m smallest eigenpairs by torch.linalg.eigh of the dense Laplacian."""
-    matrix = laplacian_to_dense(NeighborGraph(graph.index, graph.weight.detach()), kind, eps)
+    detached = NeighborGraph.derived(graph.index, graph.weight.detach())
+    matrix = laplacian_to_dense(detached, kind, eps)
     values, vectors = torch.linalg.eigh(matrix)
     values, vectors = values[:, :width], vectors[..., :width]
-    upper = _spectrum_bound(NeighborGraph(graph.index, graph.weight.detach()), kind)
+    upper = _spectrum_bound(detached, kind)
     image = matrix @ vectors
     residuals = _relative_residuals(values, vectors, image, upper.view(-1, 1, 1))
     return _Ritz(values, vectors, residuals, 0, 0)
@@ -711,7 +712,7 @@ def _weight_gradient(
     """
     with torch.enable_grad():
         leaf = weight.detach().requires_grad_(True)
-        graph = NeighborGraph(index, leaf)
+        graph = NeighborGraph.derived(index, leaf)
         k = left.shape[-1]
         image = laplacian_matvec(graph, torch.cat([right, left], dim=-1), kind, eps)
         pairing = 0.5 * ((left * image[..., :k]).sum() + (right * image[..., k:]).sum())
@@ -746,7 +747,7 @@ class _PartialEigh(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, index, start, options: _Options, sink: list):
-        graph = NeighborGraph(index, weight.detach())
+        graph = NeighborGraph.derived(index, weight.detach())
         k = options.k
         width = start.shape[-1]
         fallback = False
@@ -853,7 +854,7 @@ class _PartialEigh(torch.autograd.Function):
         left = rows @ inner
 
         if options.out_of_subspace:
-            graph = NeighborGraph(index, weight)
+            graph = NeighborGraph.derived(index, weight)
             operator = ctx.operator
             if operator is None:
                 operator = _LaplacianOperator(graph, options.kind, options.laplacian_eps)
@@ -1011,11 +1012,7 @@ def partial_eigh(
     if weight.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"graph.weight must be float32 or float64; found {weight.dtype}")
     # NeighborGraph checks at construction; the weights may have changed in place since.
-    w_min, w_max = (float(v) for v in torch.aminmax(weight.detach()))
-    if not (math.isfinite(w_min) and math.isfinite(w_max)):
-        raise ValueError("graph.weight must be finite; found NaN or Inf entries")
-    if w_min < 0:
-        raise ValueError(f"graph.weight must be >= 0; found minimum {w_min}")
+    check_weights(weight, "graph.weight")
     batch, num_nodes, _ = index.shape
     k = _check_int("k", k, 1, num_nodes - 1)
     kind = laplacian_kind(kind)

@@ -77,3 +77,34 @@ def test_host_reads_do_not_grow_with_the_iterations(graph):
     assert forward_few <= 30
     assert forward_many - forward_few <= 0.5 * (many - few), (few, many, forward_many)
     assert backward_few <= 25 and backward_many <= 25
+
+
+def head_step_reads(compose_train, degree: int) -> tuple[int, int]:
+    """(solver iterations, host reads) of one SpectralHead training step at the
+    default configuration (head=spectral) with the solver's filter degree set."""
+    from cheeger.module import SegmentationModule
+
+    torch.manual_seed(0)
+    module = SegmentationModule.from_config(
+        compose_train("head=spectral", f"solver.degree={degree}", "solver.tol=1e-6")
+    )
+    head = module.head.train()
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(1, head.in_channels, 24, 32, generator=g).requires_grad_(True)
+    image = torch.rand(1, 3, 24, 32, generator=g)
+    labels = torch.randint(0, 19, (1, 24, 32), generator=g)
+    with host_reads() as counts:
+        logits, aux = head(features, image)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+    assert torch.isfinite(features.grad).all()
+    return aux["spectral_info"].iterations, sum(counts.values())
+
+
+def test_head_step_reads_do_not_grow_with_the_iterations(compose_train):
+    few, reads_few = head_step_reads(compose_train, degree=16)
+    many, reads_many = head_step_reads(compose_train, degree=2)
+    assert many >= 4 * few, (few, many)
+    # Graph construction, checks of the inputs and the solver's entry: a fixed ~20 reads
+    # (53 before derived graphs skipped the construction checks); then one per check.
+    assert reads_few <= 40, reads_few
+    assert reads_many - reads_few <= 0.5 * (many - few), (few, many, reads_few, reads_many)
