@@ -48,7 +48,7 @@ import numpy as np
 import scipy
 import scipy.sparse.linalg
 import torch
-from timing import pin_blas_threads, timed
+from timing import Table, ms, pin_blas_threads, synchronize, timed
 
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.grid import grid_graph
@@ -74,10 +74,10 @@ def knn_features(n: int, kind: str, seed: int) -> torch.Tensor:
     return torch.from_numpy(x.astype(np.float32)).unsqueeze(0)
 
 
-def map_features(kind: str, seed: int) -> torch.Tensor:
-    """(1, C, 128, 256): 16 Voronoi regions (mean per region + unit noise) or pure noise."""
+def map_features(kind: str, seed: int, grid: tuple[int, int] = GRID) -> torch.Tensor:
+    """(1, C, *grid): 16 Voronoi regions (mean per region + unit noise) or pure noise."""
     rng = np.random.default_rng(seed)
-    height, width = GRID
+    height, width = grid
     if kind == "noise":
         f = rng.standard_normal((height, width, CHANNELS))
     else:
@@ -142,27 +142,6 @@ def loss_of(values: torch.Tensor, vectors: torch.Tensor, probe: torch.Tensor) ->
 # --------------------------------------------------------------------------- table
 
 
-class Table:
-    def __init__(self, title: str, columns: list[str]) -> None:
-        self.title, self.columns, self.rows = title, columns, []
-
-    def add(self, *cells: object) -> None:
-        self.rows.append([str(c) for c in cells])
-        print(" | ".join(self.rows[-1]), flush=True)
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |"]
-        lines.append("|" + "---|" * len(self.columns))
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
-
-
-def ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return f"{seconds * 1e3:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
 def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a / b:.2f}"
 
@@ -170,18 +149,30 @@ def ratio(a: float | None, b: float | None) -> str:
 # --------------------------------------------------------------------------- sections
 
 
+def on_device(graph: NeighborGraph, device: str) -> NeighborGraph:
+    return NeighborGraph(graph.index.to(device), graph.weight.to(device))
+
+
 def bench_problem(
-    name: str, size: str, graph: NeighborGraph, repeats: int, lobpcg_budget: float, tables
+    name: str,
+    size: str,
+    host_graph: NeighborGraph,
+    repeats: int,
+    lobpcg_budget: float,
+    tables,
+    device: str = "cpu",
 ) -> None:
+    """cheeger on ``device``; scipy and lobpcg on the host's CPU."""
     forward, backward, warm = tables
-    matrix64 = laplacian_to_scipy(graph)[0]
+    matrix64 = laplacian_to_scipy(host_graph)[0]
     matrix32 = matrix64.astype(np.float32)
-    n = graph.num_nodes
+    n = host_graph.num_nodes
+    graph = on_device(host_graph, device)
 
     with torch.no_grad():
-        ours_t, ours = timed(lambda: partial_eigh(graph, K_EIG), repeats)
-    ours_values = ours.eigenvalues[0].double().numpy()
-    ours_res = residual_of(matrix64, ours_values, ours.eigenvectors[0].numpy())
+        ours_t, ours = timed(lambda: partial_eigh(graph, K_EIG), repeats, device=device)
+    ours_values = ours.eigenvalues[0].double().cpu().numpy()
+    ours_res = residual_of(matrix64, ours_values, ours.eigenvectors[0].cpu().numpy())
     eigsh_t, (eigsh_values, eigsh_vectors) = timed(lambda: eigsh_solve(matrix32), repeats)
     eigsh_res = residual_of(matrix64, eigsh_values, eigsh_vectors)
 
@@ -205,16 +196,19 @@ def bench_problem(
         f"{np.abs(lob_values - eigsh_values).max():.1e}",
     )
 
-    probe = torch.rand(1, n, K_EIG, generator=torch.Generator().manual_seed(1))
+    probe = torch.rand(1, n, K_EIG, generator=torch.Generator().manual_seed(1)).to(device)
 
     def forward_backward(out_of_subspace: bool = True):
         weight = graph.weight.detach().clone().requires_grad_(True)
+        synchronize(device)
         begin = time.perf_counter()
         result = partial_eigh(
             NeighborGraph(graph.index, weight), K_EIG, out_of_subspace=out_of_subspace
         )
+        synchronize(device)
         middle = time.perf_counter()
         loss_of(result.eigenvalues, result.eigenvectors, probe).backward()
+        synchronize(device)
         end = time.perf_counter()
         return middle - begin, end - middle, result.info
 
@@ -235,10 +229,12 @@ def bench_problem(
         ms(bwd_truncated),
     )
 
-    moved = perturbed(graph, 2)
+    moved = on_device(perturbed(host_graph, 2), device)
     with torch.no_grad():
-        cold_t, cold = timed(lambda: partial_eigh(moved, K_EIG), repeats)
-        warm_t, hot = timed(lambda: partial_eigh(moved, K_EIG, X0=ours.info.block), repeats)
+        cold_t, cold = timed(lambda: partial_eigh(moved, K_EIG), repeats, device=device)
+        warm_t, hot = timed(
+            lambda: partial_eigh(moved, K_EIG, X0=ours.info.block), repeats, device=device
+        )
     warm.add(
         name,
         size,
@@ -248,9 +244,10 @@ def bench_problem(
     )
 
 
-def bench_dense(n: int, repeats: int, table: Table) -> None:
+def bench_dense(n: int, repeats: int, table: Table, device: str = "cpu") -> None:
     graph = knn_graph(knn_features(n, "random", 0), K_NN, sigma=SIGMA, max_degree=CAP)
-    probe = torch.rand(1, n, K_EIG, generator=torch.Generator().manual_seed(1))
+    graph = on_device(graph, device)
+    probe = torch.rand(1, n, K_EIG, generator=torch.Generator().manual_seed(1)).to(device)
 
     def ours(backward: str = "lorentzian"):
         weight = graph.weight.detach().clone().requires_grad_(True)
@@ -264,8 +261,8 @@ def bench_dense(n: int, repeats: int, table: Table) -> None:
         loss_of(values[..., :K_EIG], vectors[..., :K_EIG], probe).backward()
         return weight.grad
 
-    ours_t, ours_grad = timed(ours, repeats)
-    dense_t, dense_grad = timed(dense, max(1, repeats // 2))
+    ours_t, ours_grad = timed(ours, repeats, device=device)
+    dense_t, dense_grad = timed(dense, max(1, repeats // 2), device=device)
     exact_grad = ours("exact")
 
     def difference(grad: torch.Tensor) -> str:
@@ -280,19 +277,24 @@ def bench_dense(n: int, repeats: int, table: Table) -> None:
     )
 
 
-def bench_headline(repeats: int, table: Table) -> None:
+def bench_headline(repeats: int, table: Table, device: str = "cpu", grid=GRID) -> None:
     for kind in ("regions", "noise"):
-        features = map_features(kind, 0)
-        probe = torch.rand(1, GRID[0] * GRID[1], K_EIG, generator=torch.Generator().manual_seed(1))
+        features = map_features(kind, 0, grid).to(device)
+        probe = torch.rand(1, grid[0] * grid[1], K_EIG, generator=torch.Generator().manual_seed(1))
+        probe = probe.to(device)
 
         def step(warm_block=None, features=features, probe=probe):
             f = features.clone().requires_grad_(True)
+            synchronize(device)
             begin = time.perf_counter()
             graph = build_grid(f)
+            synchronize(device)
             built = time.perf_counter()
             result = partial_eigh(graph, K_EIG, X0=warm_block)
+            synchronize(device)
             solved = time.perf_counter()
             loss_of(result.eigenvalues, result.eigenvectors, probe).backward()
+            synchronize(device)
             end = time.perf_counter()
             return (built - begin, solved - built, end - solved, end - begin), result.info
 
@@ -300,21 +302,22 @@ def bench_headline(repeats: int, table: Table) -> None:
         parts = [statistics.median(r[0][i] for r in runs) for i in range(4)]
         info = runs[-1][1]
         # Warm start as in training: the previous step's block, features moved by 1%.
-        shifted = features * (
-            1.0 + 0.01 * torch.randn(features.shape, generator=torch.Generator().manual_seed(3))
-        )
+        noise = torch.randn(features.shape, generator=torch.Generator().manual_seed(3))
+        shifted = features * (1.0 + 0.01 * noise.to(device))
 
         def warm_step(features=shifted, probe=probe, block=info.block):
             f = features.clone().requires_grad_(True)
+            synchronize(device)
             begin = time.perf_counter()
             result = partial_eigh(build_grid(f), K_EIG, X0=block)
             loss_of(result.eigenvalues, result.eigenvectors, probe).backward()
+            synchronize(device)
             return time.perf_counter() - begin, result.info
 
         warm_runs = [warm_step() for _ in range(repeats + 1)][1:]
         warm_total = statistics.median(r[0] for r in warm_runs)
         table.add(
-            f"grid 128x256, {kind}",
+            f"grid {grid[0]}x{grid[1]}, {kind}",
             ms(parts[0]),
             f"{ms(parts[1])} ({info.iterations} it)",
             f"{ms(parts[2])} ({info.backward_iterations} CG it)",
@@ -332,8 +335,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--device", default="cpu", help="where cheeger runs: cpu | cuda | mps")
+    parser.add_argument("--dense-n", type=int, default=4096, help="N of the dense eigh row")
+    parser.add_argument(
+        "--grid", type=int, nargs=2, default=list(GRID), help="height width of the grid rows"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.device not in ("cpu", "cuda", "mps"):
+        parser.error(f"--device must be cpu, cuda or mps, found {args.device!r}")
     pin_blas_threads(args.threads)
     torch.set_num_threads(args.threads)
     sizes = args.sizes or ([4096, 16384] if args.quick else [4096, 16384, 32768, 65536])
@@ -378,11 +388,18 @@ def main() -> None:
             build = time.perf_counter()
             graph = knn_graph(knn_features(n, kind, 0), K_NN, sigma=SIGMA, max_degree=CAP)
             print(f"kNN {kind} N={n}: built in {time.perf_counter() - build:.1f} s", flush=True)
-            bench_problem(f"kNN {kind}", f"{n:,}", graph, repeats, 60.0, tables)
+            bench_problem(f"kNN {kind}", f"{n:,}", graph, repeats, 60.0, tables, args.device)
+    grid = tuple(args.grid)
     for kind in ("regions", "noise"):
-        graph = build_grid(map_features(kind, 0))
+        graph = build_grid(map_features(kind, 0, grid))
         bench_problem(
-            f"grid {kind}", f"{graph.num_nodes:,} (128x256)", graph, repeats, 60.0, tables
+            f"grid {kind}",
+            f"{graph.num_nodes:,} ({grid[0]}x{grid[1]})",
+            graph,
+            repeats,
+            60.0,
+            tables,
+            args.device,
         )
 
     dense = Table(
@@ -395,12 +412,13 @@ def main() -> None:
             "grad rel. difference (cheeger backward=exact / lorentzian default)",
         ],
     )
-    bench_dense(4096, repeats, dense)
+    bench_dense(args.dense_n, repeats, dense, args.device)
     headline = Table(
-        "Headline: features -> grid_graph -> partial_eigh -> loss -> backward, 128x256",
+        f"Headline: features -> grid_graph -> partial_eigh -> loss -> backward, "
+        f"{grid[0]}x{grid[1]}",
         ["map", "graph build", "eigensolver fwd", "backward", "total", "total, warm-started"],
     )
-    bench_headline(repeats, headline)
+    bench_headline(repeats, headline, args.device, grid)
 
     load_after = os.getloadavg()[0]
     command = " ".join(["python", *sys.argv])
@@ -408,7 +426,8 @@ def main() -> None:
         "# partial_eigh benchmark",
         "",
         f"{datetime.date.today()}, {platform.platform()}, {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} CPUs; torch {torch.__version__}, scipy {scipy.__version__}, "
+        f"{os.cpu_count()} CPUs, cheeger on {args.device}; torch {torch.__version__}, "
+        f"scipy {scipy.__version__}, "
         f"numpy {np.__version__}; {args.threads} torch/BLAS threads. Command: `{command}`. "
         f"Medians of {repeats} after a warm-up. Load average {load_before:.1f} at the start, "
         f"{load_after:.1f} at the end (other jobs shared the machine); total "
