@@ -232,7 +232,7 @@ def training_steps(args, models, progress) -> dict[tuple, Series]:
                 head.zero_grad(set_to_none=True)
                 del features, image, labels
                 label = f"{head_name} s{stride} b{batch} {size_label(size)}"
-                progress.set_postfix_str(f"{label}: {ms(case.seconds)}")
+                tqdm.write(f"{label}: {ms(case.seconds)}, peak {gib(case.peak)}")
     return out
 
 
@@ -257,7 +257,8 @@ def evaluation_forwards(args, models, progress) -> dict[tuple, Series]:
 
             case.seconds, case.runs, case.peak, _ = measure(forward, args.device, args.repeats)
             del image
-            progress.set_postfix_str(f"eval {head_name} s{stride} {size}: {ms(case.seconds)}")
+            label = f"eval {head_name} s{stride} {size_label(size)}"
+            tqdm.write(f"{label}: {ms(case.seconds)}, peak {gib(case.peak)}")
     return out
 
 
