@@ -36,7 +36,7 @@ test: install
 # The tests parametrized by the `device` fixture (tests/conftest.py), on the accelerator
 # present; stops with a message when there is none.
 test-gpu: install
-	@$(BIN)/python -c "import sys, torch; mps = getattr(torch.backends, 'mps', None); ok = torch.cuda.is_available() or (mps is not None and mps.is_available()); sys.exit(0 if ok else 'make test-gpu: no CUDA or MPS device here (torch ' + torch.__version__ + '); install a CUDA build with make install TORCH=...')"
+	@$(BIN)/python -c "import sys, torch; mps = getattr(torch.backends, 'mps', None); ok = torch.cuda.is_available() or (mps is not None and mps.is_available()); sys.exit(0 if ok else 'make test-gpu: no CUDA or MPS device here (torch ' + torch.__version__ + '); install a CUDA build: make clean && make install TORCH_INDEX=https://download.pytorch.org/whl/cu126')"
 	$(BIN)/python -m pytest -q -m "not slow" -k "cuda or mps" $(ARGS)
 
 # The prepared check of an accelerator (experiments/gpu_check.py): tests, benchmarks, bf16

@@ -43,7 +43,6 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from timing import PeakMemory, Table, ms, synchronize
+from timing import PeakMemory, Table, ms, timed
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,21 +173,17 @@ def graph_nodes(head: str, size, stride: int) -> int:
 
 
 def measure(run, device: str, repeats: int) -> tuple[float, int, int | None, object]:
-    """(median seconds, timed runs, peak bytes of the first run, last result)."""
+    """(median seconds, timed runs, peak bytes of the first run, last result).
+
+    The first run is the warm-up and the memory measurement; it is the only run
+    when it took over ``LONG_RUN`` seconds.
+    """
     with PeakMemory(device) as memory:
-        start = time.perf_counter()
-        result = run()
-        synchronize(device)
-        first = time.perf_counter() - start
+        first, result = timed(run, 1, warmup=False, device=device)
     if first > LONG_RUN:
         return first, 1, memory.peak, result
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), len(times), memory.peak, result
+    seconds, result = timed(run, repeats, warmup=False, device=device)
+    return seconds, repeats, memory.peak, result
 
 
 def skip_reason(series: Series, nodes: int, args) -> str:
