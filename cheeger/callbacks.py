@@ -25,6 +25,7 @@ from cheeger.report import (
     plot_response,
     save_panel,
 )
+from cheeger.run import keys
 
 log = logging.getLogger("cheeger")
 
@@ -60,7 +61,7 @@ class StepTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.times:
-            pl_module.log("train/step_time", statistics.median(self.times))
+            pl_module.log(keys.STEP_TIME, statistics.median(self.times))
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -85,7 +86,7 @@ class PeakMemory(L.Callback):
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("train/peak_memory_mb", peak_memory_mb(pl_module.device))
+        pl_module.log(keys.PEAK_MEMORY, peak_memory_mb(pl_module.device))
 
 
 class PredictionPanel(L.Callback):
@@ -102,8 +103,9 @@ class PredictionPanel(L.Callback):
     ``eigenvalues`` and ``response`` (B, k), the spectral response h(λ) of the
     shown images is plotted to ``out_dir/response_epoch_XXX.png``.
 
-    With a W&B logger the panel is logged as ``val/panel`` and each image as
-    ``val/overlay`` with W&B's interactive prediction / ground-truth mask layers.
+    With a W&B logger the panel is logged as ``val/panel``, each image as
+    ``val/overlay`` with W&B's interactive prediction / ground-truth mask layers, and the
+    response plot as ``val/response`` (``cheeger.run.keys``).
     """
 
     def __init__(
@@ -140,11 +142,12 @@ class PredictionPanel(L.Callback):
         if path is None:
             return
         self.paths.append(path)
+        response = _response_path(path)
         for logger in wandb_loggers(trainer):
-            self._log_wandb(logger, path, rows, pl_module.class_names)
+            self._log_wandb(logger, path, rows, pl_module.class_names, response)
 
     @staticmethod
-    def _log_wandb(logger, path: Path, rows: list[dict], class_names) -> None:
+    def _log_wandb(logger, path: Path, rows: list[dict], class_names, response: Path) -> None:
         import wandb
 
         labels = dict(enumerate(class_names))
@@ -158,7 +161,10 @@ class PredictionPanel(L.Callback):
             )
             for row in rows
         ]
-        logger.experiment.log({"val/panel": wandb.Image(str(path)), "val/overlay": overlays})
+        media = {keys.PANEL: wandb.Image(str(path)), keys.OVERLAY: overlays}
+        if response.is_file():
+            media[keys.RESPONSE] = wandb.Image(str(response))
+        logger.experiment.log(media)
 
     @torch.no_grad()
     def render(
@@ -209,9 +215,8 @@ class PredictionPanel(L.Callback):
         if not shown:
             return None, rows
         if spectra:
-            response_path = path.with_name(f"response_{path.name}")
             curves = {f"val image {i}": curve for i, curve in spectra}
-            self.paths.append(plot_response(curves, response_path, "spectral response h(λ)"))
+            self.paths.append(plot_response(curves, _response_path(path), "spectral response h(λ)"))
         return save_panel(shown, path, title=path.stem.replace("_", " ")), rows
 
     def _eigenvector_columns(self, aux: dict, size: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -225,6 +230,11 @@ class PredictionPanel(L.Callback):
         maps = vectors[0, : self.num_eigenvectors].float()
         maps = torch.nn.functional.interpolate(maps[None], size=size, mode="nearest")[0]
         return {f"eigenvector {j + 1}": heat_map(m.cpu().numpy()) for j, m in enumerate(maps)}
+
+
+def _response_path(panel: Path) -> Path:
+    """Where the response plot of a panel's images goes (beside the panel)."""
+    return panel.with_name(f"response_{panel.name}")
 
 
 class SummaryPlots(L.Callback):
@@ -280,9 +290,9 @@ class SummaryPlots(L.Callback):
                 table.add_data(name, *[float(v[i]) for v in scores.values()])
             logger.experiment.log(
                 {
-                    f"{stage}/class_scores": table,
-                    f"{stage}/class_scores_plot": wandb.Image(str(bars)),
-                    f"{stage}/confusion": wandb.Image(str(confusion)),
+                    keys.class_scores(stage): table,
+                    keys.class_scores_plot(stage): wandb.Image(str(bars)),
+                    keys.confusion(stage): wandb.Image(str(confusion)),
                 }
             )
 

@@ -32,6 +32,7 @@ from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
 from cheeger.metrics.mean import WeightedMean
+from cheeger.run import keys
 
 log = logging.getLogger("cheeger")
 
@@ -251,26 +252,41 @@ class SegmentationModule(L.LightningModule):
             if aux is not None and "graph" in aux and "graph_size" in aux:
                 self.metrics[f"{stage}_edge_auc"].update(aux["graph"], mask, aux["graph_size"])
         elif aux is not None:
-            self._log_solver(aux.get("spectral_info"), image.shape[0])
+            self._log_spectral(aux, image.shape[0])
         if loss is not None:
             self._log_loss(stage, loss, image.shape[0])
         return loss, pred
 
-    def _log_solver(self, info: Any, batch_size: int) -> None:
-        """Per-step solver diagnostics of a spectral head (iterations, eigen-residual)."""
-        for name in ("iterations", "residual"):
-            value = getattr(info, name, None)
+    def _log_spectral(self, aux: dict[str, Any], batch_size: int) -> None:
+        """Per-step diagnostics of a spectral head: solver iterations and eigen-residual,
+        the Fiedler value and the largest eigenvalue computed (batch means), and the noise
+        energy when the head computed it (a loss read it)."""
+        info = aux.get("spectral_info")
+        values: dict[str, Any] = {
+            keys.SOLVER_ITERATIONS: getattr(info, "iterations", None),
+            keys.SOLVER_RESIDUAL: getattr(info, "residual", None),
+        }
+        eigenvalues = aux.get("eigenvalues")
+        if eigenvalues is not None and eigenvalues.shape[-1] >= 2:
+            values[keys.FIEDLER] = eigenvalues[:, 1].detach().float().mean()
+            values[keys.LAMBDA_K] = eigenvalues[:, -1].detach().float().mean()
+        is_computed = getattr(aux, "is_computed", None)
+        if is_computed is not None and is_computed("noise_energy"):
+            values[keys.NOISE_ENERGY] = aux["noise_energy"].detach().float().mean()
+        for name, value in values.items():
             if value is not None:
-                self.log(f"train/solver_{name}", float(value), on_step=True, batch_size=batch_size)
+                value = value if isinstance(value, Tensor) else float(value)
+                self.log(name, value, on_step=True, batch_size=batch_size)
 
     def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         # A CompositeLoss keeps each term's unweighted value of this call.
         terms = getattr(self.loss_fn, "last_terms", {})
-        values = {f"{stage}/loss": loss, **{f"{stage}/loss/{n}": v for n, v in terms.items()}}
+        values = {keys.metric(stage, keys.LOSS): loss}
+        values.update({keys.loss_term(stage, n): v for n, v in terms.items()})
         if stage == "train":
             # Per step and per rank: the epoch value is this rank's mean (equal batch counts).
             for name, value in values.items():
-                bar = name == "train/loss"
+                bar = name == keys.metric("train", keys.LOSS)
                 self.log(
                     name, value, on_step=True, on_epoch=True, batch_size=batch_size, prog_bar=bar
                 )
@@ -314,7 +330,12 @@ class SegmentationModule(L.LightningModule):
         if skipped is None or (self._trainer is not None and self._trainer.sanity_checking):
             return  # no skipping loader; or the sanity check (its epoch is not counted)
         self.skipped_samples[stage] = skipped
-        self.log(f"{stage}/skipped_samples", float(len(skipped)), reduce_fx="sum", sync_dist=True)
+        self.log(
+            keys.metric(stage, keys.SKIPPED_SAMPLES),
+            float(len(skipped)),
+            reduce_fx="sum",
+            sync_dist=True,
+        )
         if skipped:
             log.warning(skip_report(stage, self.current_epoch, skipped))
 
@@ -343,29 +364,30 @@ class SegmentationModule(L.LightningModule):
         result["confmat"] = metric.confmat.detach().cpu().clone()
         metric.reset()
         self.results[stage] = result
-        self.log(f"{stage}/mIoU", result["mIoU"].float(), prog_bar=stage == "val")
-        self.log(f"{stage}/pixel_acc", result["pixel_acc"].float())
+        self.log(keys.metric(stage, keys.MIOU), result["mIoU"].float(), prog_bar=stage == "val")
+        self.log(keys.metric(stage, keys.PIXEL_ACC), result["pixel_acc"].float())
         for name, iou in zip(self.class_names, result["iou"].tolist(), strict=True):
             if not math.isnan(iou):
-                self.log(f"{stage}/iou/{name}", iou)
+                self.log(keys.class_iou(stage, name), iou)
         if stage == "train":
             return
-        for kind in ("boundary_iou", "bf"):
+        for kind in (keys.BOUNDARY_IOU, keys.BF):
             metric = self.metrics[f"{stage}_{kind}"]
             out = metric.compute()
             metric.reset()
             result[kind] = out["mean"].cpu()
             result[f"{kind}_per_class"] = out["per_class"].cpu()
-            self.log(f"{stage}/{kind}", out["mean"].float(), prog_bar=kind == "boundary_iou")
+            bar = kind == keys.BOUNDARY_IOU
+            self.log(keys.metric(stage, kind), out["mean"].float(), prog_bar=bar)
         metric = self.metrics[f"{stage}_trimap"]
         for width, value in metric.compute().items():
             result[f"trimap_iou@{width}"] = value.cpu()
-            self.log(f"{stage}/trimap_iou@{width}", value.float())
+            self.log(keys.trimap(stage, width), value.float())
         metric.reset()
         metric = self.metrics[f"{stage}_edge_auc"]
         if metric.update_called:
             result["edge_auc"] = metric.compute()
-            self.log(f"{stage}/edge_auc", result["edge_auc"].float())
+            self.log(keys.metric(stage, keys.EDGE_AUC), result["edge_auc"].float())
             metric.reset()
 
     def on_train_epoch_end(self) -> None:

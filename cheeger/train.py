@@ -27,6 +27,7 @@ from cheeger.data.transforms import check_crop_fits
 from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
 from cheeger.report import results_table
+from cheeger.run import keys
 from cheeger.runner import (
     build_trainer,
     output_dir,
@@ -36,10 +37,6 @@ from cheeger.runner import (
 )
 
 log = logging.getLogger("cheeger.train")
-
-# Metrics whose W&B run summary is their best (max) value, not the last one: what a W&B
-# sweep's `metric.name` should name (sweeps/*.yaml).
-WANDB_MAX_SUMMARY = ("val/mIoU", "val/boundary_iou", "val/bf")
 
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
@@ -146,10 +143,24 @@ def setup_wandb(trainer: L.Trainer, cfg: DictConfig) -> None:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("hydra", None)
         run.config.update(flatten(resolved), allow_val_change=True)
+        # Dotless keys the dashboard groups and filters by (cheeger.run.keys).
+        run.config.update(
+            keys.run_config_extras(resolved, hydra_choices()), allow_val_change=True
+        )
         head = str(cfg.head.get("_target_", "")).rsplit(".", 1)[-1]
         run.tags = tuple(dict.fromkeys([*(run.tags or ()), head, cfg.dataset.get("name", "")]))
-        for name in WANDB_MAX_SUMMARY:
+        for name in keys.WANDB_MAX_SUMMARY:
             run.define_metric(name, summary="max")
+
+
+def hydra_choices() -> dict[str, str]:
+    """The option Hydra picked for each config group ({} outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {str(group): str(option) for group, option in choices.items() if option is not None}
 
 
 def _finish_wandb(trainer: L.Trainer) -> None:

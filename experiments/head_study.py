@@ -20,7 +20,10 @@ It writes
 * a paired comparison of every variant with the baseline over seeds: the per-seed
   differences, their mean +- std and the two-sided paired t-test p-value,
 
-plus ``experiments/results/<name>_trimap.png`` (the trimap curves). The table is rewritten
+plus the figures and the page of ``cheeger.compare`` (one plotting path for both):
+``experiments/results/<name>_trimap.png`` (the trimap curves), ``<name>_curves.png``,
+``<name>_test_scores.png``, ``<name>_miou_vs_boundary_iou.png``, ``<name>_class_iou.png``,
+``<name>_comparison.html`` and ``<name>_comparison.md``. The table is rewritten
 after every run, and finished runs are not trained again: a stopped study resumes where it
 stopped (``--fresh`` retrains everything). Examples, from the repository root:
 
@@ -47,15 +50,16 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy import stats
 from tqdm import tqdm
 
+from cheeger import compare
+from cheeger.compare import mean_std, paired
+from cheeger.run.keys import SCORE_TITLES as SCORE_NAMES
+from cheeger.run.keys import SCORES
 from cheeger.runner import FINAL_METRICS_FILE, load_final_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
-SCORES = ("mIoU", "boundary_iou", "bf")
-SCORE_NAMES = {"mIoU": "mIoU", "boundary_iou": "Boundary IoU", "bf": "BF"}
 
 
 @dataclass
@@ -155,28 +159,6 @@ def read_run(
     )
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; nan for a single value)."""
-    array = np.asarray(values, dtype=float)
-    std = float(array.std(ddof=1)) if array.size > 1 else math.nan
-    return float(array.mean()), std
-
-
-def paired(baseline: dict[int, float], other: dict[int, float]) -> dict:
-    """Paired comparison over the seeds both have: differences other - baseline, their
-    mean and std, and the two-sided paired t-test p-value (nan below 2 pairs or when
-    every difference is the same)."""
-    seeds = sorted(set(baseline) & set(other))
-    diffs = [other[s] - baseline[s] for s in seeds]
-    mean, std = mean_std(diffs) if diffs else (math.nan, math.nan)
-    p_value = math.nan
-    if len(diffs) >= 2 and np.ptp(diffs) > 1e-12:  # equal differences: t undefined
-        p_value = float(
-            stats.ttest_rel([other[s] for s in seeds], [baseline[s] for s in seeds]).pvalue
-        )
-    return {"seeds": seeds, "diffs": diffs, "mean": mean, "std": std, "p": p_value}
-
-
 def _pm(values: list[float], digits: int = 3) -> str:
     mean, std = mean_std(values)
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -250,30 +232,16 @@ def report(study: dict, runs: list[Run], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_trimap(runs: list[Run], path: Path) -> None:
-    """Trimap IoU against band width per variant (mean over seeds, min-max band)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for name in dict.fromkeys(r.variant for r in runs):
-        group = [r for r in runs if r.variant == name]
-        widths = sorted({w for r in group for w in r.trimap})
-        if not widths:
-            continue
-        values = np.asarray([[r.trimap.get(w, np.nan) for w in widths] for r in group])
-        ax.plot(widths, values.mean(0), marker="o", label=name)
-        ax.fill_between(widths, values.min(0), values.max(0), alpha=0.2)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("band width around true boundaries (px)")
-    ax.set_ylabel("test mIoU inside the band")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def compared_run(
+    variant: str, seed: int, run_dir: Path, training_dir: Path | None
+) -> compare.RunData:
+    """A finished run as ``cheeger.compare`` draws it, under the study's variant name; an
+    evaluation-only variant shows its source's learning curves."""
+    run = compare.load_run(run_dir)
+    if training_dir is not None:
+        run.curves = compare.load_run(training_dir).curves
+    run.variant, run.seed = variant, seed
+    return run
 
 
 def train_run(overrides: list[str], run_dir: Path, task: str = "train") -> float:
@@ -329,6 +297,7 @@ def main(argv: list[str] | None = None) -> list[Run]:
     config = args.config.resolve()
     shown_config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     runs: list[Run] = []
+    compared: dict[str, list[compare.RunData]] = {}
     jobs = [(v, s) for v in variants for s in seeds]
     for variant, seed in tqdm(jobs, desc=name, unit="run"):
         run_dir = args.out_root / name / variant / f"seed{seed}"
@@ -350,6 +319,7 @@ def main(argv: list[str] | None = None) -> list[Run]:
             wall = train_run(overrides, run_dir, task="eval")
             done.write_text(json.dumps({"wall_s": wall}))
         runs.append(read_run(variant, seed, run_dir, wall, source))
+        compared.setdefault(variant, []).append(compared_run(variant, seed, run_dir, source))
         header = (
             f"# {name}\n\n{datetime.date.today()}, {platform.platform()}, {os.cpu_count()} CPUs. "
             f"Command: `python experiments/head_study.py {' '.join(argv or sys.argv[1:])}` "
@@ -361,7 +331,8 @@ def main(argv: list[str] | None = None) -> list[Run]:
             + "."
         )
         table.write_text(report({**study, "variants": variants}, runs, header))
-        plot_trimap(runs, args.results / f"{name}_trimap.png")
+        baseline = study["baseline"] if study["baseline"] in compared else None
+        compare.write_comparison(compared, args.results, baseline, name, prefix=f"{name}_")
     print(table.read_text())
     return runs
 

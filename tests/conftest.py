@@ -171,3 +171,33 @@ def tiny_module(compose_train):
 def tiny_checkpoint(tiny_module, tmp_path) -> Path:
     """``tiny_module`` saved as a checkpoint file."""
     return save_checkpoint(tiny_module, tmp_path / "tiny.ckpt")
+
+
+def run_tiny_sweep(sweep_dir: Path, *overrides: str) -> Path:
+    """``python -m cheeger.train -m`` of a tiny config over seeds 0 and 1, logged to CSV, W&B
+    (offline) and TensorBoard, one log row per step; returns the sweep directory."""
+    tiny = [o for o in TINY if not o.startswith("dataset.source.lengths")]
+    result = run_train_cli(
+        "-m",
+        *tiny,
+        "dataset.source.lengths={train: 8, val: 4, test: 4}",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "logger=many",
+        *overrides,
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir
+
+
+@pytest.fixture(scope="session")
+def head_sweeps(tmp_path_factory) -> dict[str, Path]:
+    """Two real multirun sweeps of two seeds each: the conv head, and head=spectral trained
+    with loss=spectral (so that the noise energy is logged too)."""
+    root = tmp_path_factory.mktemp("head_sweeps")
+    return {
+        "conv": run_tiny_sweep(root / "conv"),
+        "spectral": run_tiny_sweep(root / "spectral", "head=spectral", "loss=spectral"),
+    }

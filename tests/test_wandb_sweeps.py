@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from cheeger.config_schema import validate_config
-from cheeger.train import WANDB_MAX_SUMMARY
+from cheeger.run.keys import WANDB_MAX_SUMMARY
 from tests.conftest import ROOT, compose
 
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
