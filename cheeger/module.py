@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -32,6 +32,8 @@ from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
 from cheeger.metrics.mean import WeightedMean
+from cheeger.models.auxiliaries import Auxiliaries
+from cheeger.models.solvers import SpectralInfo
 from cheeger.run import keys
 
 log = logging.getLogger("cheeger")
@@ -257,21 +259,20 @@ class SegmentationModule(L.LightningModule):
             self._log_loss(stage, loss, image.shape[0])
         return loss, pred
 
-    def _log_spectral(self, aux: dict[str, Any], batch_size: int) -> None:
+    def _log_spectral(self, aux: Mapping[str, Any], batch_size: int) -> None:
         """Per-step diagnostics of a spectral head: solver iterations and eigen-residual,
         the Fiedler value and the largest eigenvalue computed (batch means), and the noise
-        energy when the head computed it (a loss read it)."""
+        energy when the head computed it (a loss read it; it is never computed for this)."""
+        values: dict[str, Any] = {}
         info = aux.get("spectral_info")
-        values: dict[str, Any] = {
-            keys.SOLVER_ITERATIONS: getattr(info, "iterations", None),
-            keys.SOLVER_RESIDUAL: getattr(info, "residual", None),
-        }
+        if isinstance(info, SpectralInfo):
+            values[keys.SOLVER_ITERATIONS] = info.iterations
+            values[keys.SOLVER_RESIDUAL] = info.residual
         eigenvalues = aux.get("eigenvalues")
         if eigenvalues is not None and eigenvalues.shape[-1] >= 2:
             values[keys.FIEDLER] = eigenvalues[:, 1].detach().float().mean()
             values[keys.LAMBDA_K] = eigenvalues[:, -1].detach().float().mean()
-        is_computed = getattr(aux, "is_computed", None)
-        if is_computed is not None and is_computed("noise_energy"):
+        if isinstance(aux, Auxiliaries) and aux.is_computed("noise_energy"):
             values[keys.NOISE_ENERGY] = aux["noise_energy"].detach().float().mean()
         for name, value in values.items():
             if value is not None:
