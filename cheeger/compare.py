@@ -36,10 +36,10 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from cheeger.report import _pyplot, _save
 from cheeger.run import keys
+from cheeger.run.report import _pyplot, _save
+from cheeger.run.runner import FINAL_METRICS_FILE
 from cheeger.run.wandb_offline import offline_runs, read_offline_run
-from cheeger.runner import FINAL_METRICS_FILE
 
 CURVES = (keys.metric("val", keys.MIOU), keys.metric("val", keys.BOUNDARY_IOU))
 TEST_SCORES = tuple(keys.metric("test", score) for score in keys.SCORES)
@@ -93,7 +93,7 @@ def load_run(directory: str | Path, curves: Sequence[str] = CURVES) -> RunData:
     hydra = _read_yaml(directory / ".hydra" / "hydra.yaml") or {}
     overrides = _read_yaml(directory / ".hydra" / "overrides.yaml")
     if overrides is None:
-        job = directory / "job.json"  # a multirun job (cheeger.sweep_summary)
+        job = directory / "job.json"  # a multirun job (cheeger.run.sweep_summary)
         overrides = _read(job, json.loads).get("overrides", []) if job.is_file() else []
     if not isinstance(overrides, list):
         raise RunDirError(f"{directory / '.hydra/overrides.yaml'}: expected a list of overrides")
@@ -597,7 +597,8 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def main(argv: Sequence[str] | None = None) -> Comparison:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m cheeger.compare``."""
     parser = argparse.ArgumentParser(
         prog="python -m cheeger.compare", description=__doc__.split("\n")[0]
     )
@@ -607,7 +608,11 @@ def main(argv: Sequence[str] | None = None) -> Comparison:
         "--baseline", help="the variant the others are compared with (default: conv)"
     )
     parser.add_argument("--title", default="cheeger: runs compared")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> Comparison:
+    args = parser().parse_args(argv)
     try:
         variants = assign_variants(find_runs(args.paths))
         result = write_comparison(variants, args.out, args.baseline, args.title)

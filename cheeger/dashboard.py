@@ -35,8 +35,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cheeger.loggers import wandb_api_key_available
 from cheeger.run import keys
+from cheeger.run.loggers import wandb_api_key_available
 
 log = logging.getLogger("cheeger.dashboard")
 

@@ -16,124 +16,16 @@ import logging
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cheeger.callbacks import PredictionExport
-from cheeger.checkpoint import UntrustedCheckpointError, check_stored_targets, read_checkpoint
-from cheeger.config_schema import validate_config
-from cheeger.devices import ensure_mps_fallback
-from cheeger.module import MODEL_KEYS, SegmentationModule
-from cheeger.report import results_table
-from cheeger.runner import build_trainer, output_dir, resolve_ckpt_path, save_final_metrics
+from cheeger.module import load_module, stored_normalization
+from cheeger.run.callbacks import PredictionExport
+from cheeger.run.config_schema import validate_config
+from cheeger.run.devices import ensure_mps_fallback
+from cheeger.run.report import results_table
+from cheeger.run.runner import build_trainer, output_dir, resolve_ckpt_path, save_final_metrics
 
 log = logging.getLogger("cheeger.eval")
-
-# Config keys a checkpoint may carry that evaluation never instantiates.
-TRAINING_ONLY_KEYS = ("optimizer", "scheduler")
-
-
-def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationModule:
-    """Rebuild a ``SegmentationModule`` from a checkpoint written by cheeger.train.
-
-    ``cfg`` (optional) supplies the metric settings, the inference mode, and the
-    class count the checkpoint must match.
-
-    The file is read as data only, and the stored config is rebuilt only if every
-    ``_target_`` in it is a cheeger class or function (``optimizer`` and ``scheduler``
-    entries are dropped: evaluation never builds them).
-
-    Raises:
-        UntrustedCheckpointError: a pickle payload, an unexpected config key or a
-            ``_target_`` outside cheeger.
-        CorruptCheckpointError: an empty, truncated or random file.
-        ValueError: the checkpoint has no stored model config, or its class count
-            differs from ``cfg.dataset.num_classes``.
-    """
-    checkpoint = read_checkpoint(ckpt_path)
-    stored = checkpoint.get("cheeger_model_config")
-    if stored is None:
-        raise ValueError(
-            f"ckpt_path={ckpt_path!r} has no 'cheeger_model_config'; "
-            "it was not written by cheeger.train"
-        )
-    if not isinstance(stored, dict):
-        raise UntrustedCheckpointError(
-            f"untrusted checkpoint content in {ckpt_path!r}: 'cheeger_model_config' must be "
-            f"a dict, found {type(stored).__name__}"
-        )
-    # Training-only entries are not rebuilt for evaluation; anything unknown is refused.
-    stored = {k: v for k, v in stored.items() if k not in TRAINING_ONLY_KEYS}
-    unknown = sorted(set(stored) - {*MODEL_KEYS, "dataset"})
-    if unknown:
-        raise UntrustedCheckpointError(
-            f"untrusted checkpoint content in {ckpt_path!r}: cheeger_model_config has "
-            f"unexpected keys {unknown}; expected some of {[*MODEL_KEYS, 'dataset']}"
-        )
-    check_stored_targets(stored, ckpt_path, "cheeger_model_config")
-    model_cfg = OmegaConf.create(stored)
-    if cfg is not None and cfg.get("metrics") is not None:
-        model_cfg.metrics = cfg.metrics
-    if cfg is not None and int(cfg.dataset.num_classes) != int(model_cfg.dataset.num_classes):
-        raise ValueError(
-            f"checkpoint predicts {model_cfg.dataset.num_classes} classes but "
-            f"dataset.num_classes={cfg.dataset.num_classes}"
-        )
-    module = SegmentationModule.from_config(model_cfg)
-    for key in ("mean", "std"):
-        # from_config fills in the defaults; an older checkpoint's lack of them must show.
-        module.model_config["dataset"][key] = stored.get("dataset", {}).get(key)
-    module.load_state_dict(checkpoint["state_dict"])
-    if cfg is not None and cfg.get("inference") is not None:
-        module.inference = instantiate(cfg.inference)
-    if cfg is not None and cfg.get("postprocess") is not None:
-        # An evaluation-time choice (no weights): e.g. the fixed image-diffusion control.
-        module.postprocess = instantiate(cfg.postprocess)
-    return module
-
-
-def stored_normalization(
-    module: SegmentationModule,
-    dataset_cfg: DictConfig | None,
-    ckpt_path: str,
-    prefix: str = "dataset.",
-) -> dict[str, list[float]]:
-    """``{"mean": ..., "std": ...}`` the checkpoint was trained with, to build the eval data.
-
-    The stored values win over the dataset config's: feeding a model differently
-    normalised images silently costs accuracy. A config that asks for other values
-    gets a warning naming both. A checkpoint from before the normalisation was stored
-    keeps the config's values (returns ``{}``), with a warning. ``prefix`` is where
-    ``mean``/``std`` sit in the user's config, for the messages.
-    """
-    stored = (module.model_config or {}).get("dataset", {})
-    asked = {
-        key: [float(v) for v in dataset_cfg[key]]
-        for key in ("mean", "std")
-        if dataset_cfg is not None and dataset_cfg.get(key) is not None
-    }
-    if stored.get("mean") is None or stored.get("std") is None:
-        log.warning(
-            "%s stores no input normalisation (written before cheeger kept it); using "
-            "%smean/std from the config: %s",
-            ckpt_path,
-            prefix,
-            asked or "the ImageNet defaults",
-        )
-        return {}
-    used = {key: [float(v) for v in stored[key]] for key in ("mean", "std")}
-    for key, value in asked.items():
-        if value != used[key]:
-            log.warning(
-                "%s%s=%s differs from the %s the model was trained with (%s, stored in "
-                "%s); using the stored one",
-                prefix,
-                key,
-                value,
-                key,
-                used[key],
-                ckpt_path,
-            )
-    return used
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

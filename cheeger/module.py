@@ -35,6 +35,11 @@ from cheeger.metrics.mean import WeightedMean
 from cheeger.models.auxiliaries import Auxiliaries
 from cheeger.models.solvers import SpectralInfo
 from cheeger.run import keys
+from cheeger.run.checkpoint import (
+    UntrustedCheckpointError,
+    check_stored_targets,
+    read_checkpoint,
+)
 
 log = logging.getLogger("cheeger")
 
@@ -60,9 +65,10 @@ class SegmentationModule(L.LightningModule):
         bf_tolerance: BF score match distance in pixels.
         trimap_widths: trimap band widths (pixels) for ``trimap_iou@w``.
         inference: how val/test turn an image into logits,
-            ``inference(model_fn, image, multiple) -> logits`` (``cheeger.inference.Inference``:
-            padded whole image or sliding windows); None: one forward pass. With it the
-            val/test loss gets no head auxiliaries.
+            ``inference(model_fn, image, multiple) -> logits``
+            (``cheeger.models.inference.Inference``: padded whole image or sliding
+            windows); None: one forward pass. With it the val/test loss gets no head
+            auxiliaries.
         postprocess: ``postprocess(logits, image) -> logits`` applied outside training
             (validation, test, predict), e.g. the fixed ``ImageDiffusion`` control; None:
             the head's logits as they are.
@@ -172,7 +178,7 @@ class SegmentationModule(L.LightningModule):
             "class_names": module.class_names,
             "palette": None if palette is None else OmegaConf.to_container(palette),
             # The input normalisation the weights were trained with: eval and predict
-            # must feed images the same way (cheeger.eval.stored_normalization).
+            # must feed images the same way (stored_normalization below).
             "mean": [float(v) for v in cfg.dataset.get("mean", IMAGENET_MEAN)],
             "std": [float(v) for v in cfg.dataset.get("std", IMAGENET_STD)],
         }
@@ -413,3 +419,112 @@ class SegmentationModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+
+# ------------------------------------------------------- from a checkpoint
+# Config keys a checkpoint may carry that evaluation never instantiates.
+TRAINING_ONLY_KEYS = ("optimizer", "scheduler")
+
+
+def load_module(ckpt_path: str, cfg: DictConfig | None = None) -> SegmentationModule:
+    """Rebuild a ``SegmentationModule`` from a checkpoint written by cheeger.train.
+
+    ``cfg`` (optional) supplies the metric settings, the inference mode, and the
+    class count the checkpoint must match.
+
+    The file is read as data only, and the stored config is rebuilt only if every
+    ``_target_`` in it is a cheeger class or function (``optimizer`` and ``scheduler``
+    entries are dropped: evaluation never builds them).
+
+    Raises:
+        UntrustedCheckpointError: a pickle payload, an unexpected config key or a
+            ``_target_`` outside cheeger.
+        CorruptCheckpointError: an empty, truncated or random file.
+        ValueError: the checkpoint has no stored model config, or its class count
+            differs from ``cfg.dataset.num_classes``.
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    stored = checkpoint.get("cheeger_model_config")
+    if stored is None:
+        raise ValueError(
+            f"ckpt_path={ckpt_path!r} has no 'cheeger_model_config'; "
+            "it was not written by cheeger.train"
+        )
+    if not isinstance(stored, dict):
+        raise UntrustedCheckpointError(
+            f"untrusted checkpoint content in {ckpt_path!r}: 'cheeger_model_config' must be "
+            f"a dict, found {type(stored).__name__}"
+        )
+    # Training-only entries are not rebuilt for evaluation; anything unknown is refused.
+    stored = {k: v for k, v in stored.items() if k not in TRAINING_ONLY_KEYS}
+    unknown = sorted(set(stored) - {*MODEL_KEYS, "dataset"})
+    if unknown:
+        raise UntrustedCheckpointError(
+            f"untrusted checkpoint content in {ckpt_path!r}: cheeger_model_config has "
+            f"unexpected keys {unknown}; expected some of {[*MODEL_KEYS, 'dataset']}"
+        )
+    check_stored_targets(stored, ckpt_path, "cheeger_model_config")
+    model_cfg = OmegaConf.create(stored)
+    if cfg is not None and cfg.get("metrics") is not None:
+        model_cfg.metrics = cfg.metrics
+    if cfg is not None and int(cfg.dataset.num_classes) != int(model_cfg.dataset.num_classes):
+        raise ValueError(
+            f"checkpoint predicts {model_cfg.dataset.num_classes} classes but "
+            f"dataset.num_classes={cfg.dataset.num_classes}"
+        )
+    module = SegmentationModule.from_config(model_cfg)
+    for key in ("mean", "std"):
+        # from_config fills in the defaults; an older checkpoint's lack of them must show.
+        module.model_config["dataset"][key] = stored.get("dataset", {}).get(key)
+    module.load_state_dict(checkpoint["state_dict"])
+    if cfg is not None and cfg.get("inference") is not None:
+        module.inference = instantiate(cfg.inference)
+    if cfg is not None and cfg.get("postprocess") is not None:
+        # An evaluation-time choice (no weights): e.g. the fixed image-diffusion control.
+        module.postprocess = instantiate(cfg.postprocess)
+    return module
+
+
+def stored_normalization(
+    module: SegmentationModule,
+    dataset_cfg: DictConfig | None,
+    ckpt_path: str,
+    prefix: str = "dataset.",
+) -> dict[str, list[float]]:
+    """``{"mean": ..., "std": ...}`` the checkpoint was trained with, to build the eval data.
+
+    The stored values win over the dataset config's: feeding a model differently
+    normalised images silently costs accuracy. A config that asks for other values
+    gets a warning naming both. A checkpoint from before the normalisation was stored
+    keeps the config's values (returns ``{}``), with a warning. ``prefix`` is where
+    ``mean``/``std`` sit in the user's config, for the messages.
+    """
+    stored = (module.model_config or {}).get("dataset", {})
+    asked = {
+        key: [float(v) for v in dataset_cfg[key]]
+        for key in ("mean", "std")
+        if dataset_cfg is not None and dataset_cfg.get(key) is not None
+    }
+    if stored.get("mean") is None or stored.get("std") is None:
+        log.warning(
+            "%s stores no input normalisation (written before cheeger kept it); using "
+            "%smean/std from the config: %s",
+            ckpt_path,
+            prefix,
+            asked or "the ImageNet defaults",
+        )
+        return {}
+    used = {key: [float(v) for v in stored[key]] for key in ("mean", "std")}
+    for key, value in asked.items():
+        if value != used[key]:
+            log.warning(
+                "%s%s=%s differs from the %s the model was trained with (%s, stored in "
+                "%s); using the stored one",
+                prefix,
+                key,
+                value,
+                key,
+                used[key],
+                ckpt_path,
+            )
+    return used

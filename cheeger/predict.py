@@ -1,6 +1,6 @@
 """Segment images: ``python -m cheeger.predict ckpt_path=... input=<path> output=<folder>``.
 
-The model is rebuilt from the checkpoint (``cheeger.eval.load_module``). Each
+The model is rebuilt from the checkpoint (``cheeger.module.load_module``). Each
 input image, of any size, becomes three files in ``output`` (mirroring the
 input's subfolders when ``input`` is a folder; an input whose stem another input in
 its folder shares keeps its extension in the name, ``a_png_labels.png``):
@@ -27,7 +27,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from cheeger.config_schema import validate_config
 from cheeger.data.classes import class_palette
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD, check_normalization, normalize_image
 from cheeger.data.image_io import (
@@ -37,11 +36,11 @@ from cheeger.data.image_io import (
     write_label_map,
     write_png,
 )
-from cheeger.devices import ensure_mps_fallback, local_accelerator
-from cheeger.eval import load_module, stored_normalization
-from cheeger.inference import Inference
-from cheeger.module import SegmentationModule
-from cheeger.runner import resolve_ckpt_path
+from cheeger.models.inference import Inference
+from cheeger.module import SegmentationModule, load_module, stored_normalization
+from cheeger.run.config_schema import validate_config
+from cheeger.run.devices import ensure_mps_fallback, local_accelerator
+from cheeger.run.runner import resolve_ckpt_path
 
 OUTPUT_KINDS = ("labels", "color", "overlay")
 

@@ -19,16 +19,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from cheeger.callbacks import wandb_loggers
-from cheeger.checkpoint import LastCheckpoint
-from cheeger.config_schema import validate_config
 from cheeger.data.dataset import SampleError
 from cheeger.data.transforms import check_crop_fits
-from cheeger.devices import ensure_mps_fallback
 from cheeger.module import SegmentationModule
-from cheeger.report import results_table
 from cheeger.run import keys
-from cheeger.runner import (
+from cheeger.run.callbacks import wandb_loggers
+from cheeger.run.checkpoint import LastCheckpoint
+from cheeger.run.config_schema import validate_config
+from cheeger.run.devices import ensure_mps_fallback
+from cheeger.run.report import results_table
+from cheeger.run.runner import (
     build_trainer,
     output_dir,
     resolve_ckpt_path,
@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
     Raises:
         SystemExit: status 143 (128 + SIGTERM) when a SIGTERM stopped the fit, after
-            ``last.ckpt`` was written (``cheeger.checkpoint.LastCheckpoint``).
+            ``last.ckpt`` was written (``cheeger.run.checkpoint.LastCheckpoint``).
     """
     validate_config(cfg)
     if cfg.get("seed") is not None:
@@ -113,7 +113,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         _print_table(module, "test", f"test ({datamodule.name}, best checkpoint)")
 
-    # Read by the multirun summary (cheeger/sweep_summary.py) and by scripts comparing runs.
+    # Read by the multirun summary (cheeger/run/sweep_summary.py) and by scripts comparing runs.
     save_final_metrics(metrics, run_dir)
     log.info("run directory: %s", run_dir)
     _finish_wandb(trainer)
@@ -144,9 +144,7 @@ def setup_wandb(trainer: L.Trainer, cfg: DictConfig) -> None:
         resolved.pop("hydra", None)
         run.config.update(flatten(resolved), allow_val_change=True)
         # Dotless keys the dashboard groups and filters by (cheeger.run.keys).
-        run.config.update(
-            keys.run_config_extras(resolved, hydra_choices()), allow_val_change=True
-        )
+        run.config.update(keys.run_config_extras(resolved, hydra_choices()), allow_val_change=True)
         head = str(cfg.head.get("_target_", "")).rsplit(".", 1)[-1]
         run.tags = tuple(dict.fromkeys([*(run.tags or ()), head, cfg.dataset.get("name", "")]))
         for name in keys.WANDB_MAX_SUMMARY:

@@ -56,7 +56,7 @@ from cheeger import compare
 from cheeger.compare import mean_std, paired
 from cheeger.run.keys import SCORE_TITLES as SCORE_NAMES
 from cheeger.run.keys import SCORES
-from cheeger.runner import FINAL_METRICS_FILE, load_final_metrics
+from cheeger.run.runner import FINAL_METRICS_FILE, load_final_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

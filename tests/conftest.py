@@ -140,7 +140,7 @@ def mini_cityscapes(tmp_path) -> Path:
 
 
 def save_checkpoint(module, path: Path) -> Path:
-    """Save ``module`` the way cheeger.eval.load_module reads checkpoints."""
+    """Save ``module`` the way cheeger.module.load_module reads checkpoints."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from PIL import Image
 from cheeger.data.cityscapes import Cityscapes
 from cheeger.data.classes import CLASS_NAMES
 from cheeger.data.dataset import normalize_image
-from cheeger.eval import evaluate, load_module
+from cheeger.eval import evaluate
+from cheeger.module import load_module
 from tests.conftest import compose, save_checkpoint
 
 EVAL = [

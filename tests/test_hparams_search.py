@@ -7,7 +7,7 @@ import re
 
 from omegaconf import OmegaConf
 
-from cheeger.config_schema import validate_config
+from cheeger.run.config_schema import validate_config
 from tests.conftest import TINY, compose, compose_with_hydra, run_train_cli
 from tests.test_train_spectral import small
 

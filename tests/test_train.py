@@ -20,10 +20,10 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cheeger.checkpoint import read_checkpoint
 from cheeger.eval import evaluate
 from cheeger.module import SegmentationModule
-from cheeger.runner import instantiate_group
+from cheeger.run.checkpoint import read_checkpoint
+from cheeger.run.runner import instantiate_group
 from cheeger.train import train
 from tests.conftest import CONF, OVERFIT, ROOT, TINY, compose, run_train_cli
 from tests.faults import kill_at_marker

@@ -126,7 +126,7 @@ def test_checkpoint_rebuilds_the_spectral_head(compose_train, tmp_path):
         "test=false",
     )
     train(cfg)
-    from cheeger.eval import load_module
+    from cheeger.module import load_module
 
     module = load_module(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     assert type(module.head).__name__ == "SpectralHead"
@@ -135,7 +135,7 @@ def test_checkpoint_rebuilds_the_spectral_head(compose_train, tmp_path):
 
 @pytest.mark.parametrize("mode", ["whole", "sliding"])
 def test_eval_inference_with_a_loss_on_the_head_graph(mode, compose_train):
-    from cheeger.inference import Inference
+    from cheeger.models.inference import Inference
 
     cfg = compose_train(*(o for o in small() if not o.startswith("loss.")), "loss=spectral")
     module = SegmentationModule.from_config(cfg)

@@ -13,7 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from cheeger.config_schema import validate_config
+from cheeger.run.config_schema import validate_config
 from cheeger.run.keys import WANDB_MAX_SUMMARY
 from tests.conftest import ROOT, compose
 

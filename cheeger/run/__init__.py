@@ -1,1 +1,2 @@
-"""The machinery of a run beside the model: what it logs and under which names."""
+"""The machinery of a run around the model: callbacks, checkpoints, loggers, schedules,
+config checks, devices, reports, the multirun summary and the names a run logs under."""

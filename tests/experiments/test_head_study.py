@@ -166,7 +166,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
 )
 def test_every_study_run_composes_and_validates(tmp_path, extra):
     # The committed study and the README's Cityscapes/GPU form of the same command.
-    from cheeger.config_schema import validate_config
+    from cheeger.run.config_schema import validate_config
     from tests.conftest import compose
 
     study = head_study.load_study(ROOT / "experiments" / "head_study.yaml")

@@ -1,4 +1,4 @@
-"""cheeger.runner: building the Trainer a config names, and the files a run leaves."""
+"""cheeger.run.runner: building the Trainer a config names, and the files a run leaves."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 from lightning.pytorch.callbacks import ProgressBar
 
-from cheeger.runner import build_trainer, save_final_metrics
+from cheeger.run.runner import build_trainer, save_final_metrics
 from tests.conftest import compose
 
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from cheeger.report import results_table
+from cheeger.run.report import results_table
 
 NAN = math.nan
 

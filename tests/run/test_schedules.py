@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cheeger.schedules import constant_lr, cosine_lr, poly_lr
+from cheeger.run.schedules import constant_lr, cosine_lr, poly_lr
 
 
 def lrs(factory, steps, **kw):

@@ -1,12 +1,12 @@
-"""cheeger.loggers.CSVLogger: metrics.csv survives a resume in the same directory."""
+"""cheeger.run.loggers.CSVLogger: metrics.csv survives a resume in the same directory."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from cheeger.loggers import CSVLogger, KeepingExperimentWriter
-from cheeger.runner import build_trainer
+from cheeger.run.loggers import CSVLogger, KeepingExperimentWriter
+from cheeger.run.runner import build_trainer
 from cheeger.train import train
 from tests.conftest import TINY, compose
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cheeger.inference import (
+from cheeger.models.inference import (
     Inference,
     pad_to_multiple,
     sliding_window_logits,

@@ -11,7 +11,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from cheeger.sweep_summary import (
+from cheeger.run.sweep_summary import (
     MultirunSummary,
     best_job,
     read_jobs,

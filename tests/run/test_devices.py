@@ -1,4 +1,4 @@
-"""cheeger.devices: accelerator resolution, the MPS CPU fallback, precision and SyncBatchNorm
+"""cheeger.run.devices: accelerator resolution, the MPS CPU fallback, precision and SyncBatchNorm
 choices; and mixed-precision runs of both heads on the CPU."""
 
 from __future__ import annotations
@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from cheeger import devices
-from cheeger.devices import (
+from cheeger.run import devices
+from cheeger.run.devices import (
     MPS_FALLBACK,
     ensure_mps_fallback,
     mps_fallback_plan,
     resolve_accelerator,
     trainer_overrides,
 )
-from cheeger.runner import build_trainer
+from cheeger.run.runner import build_trainer
 from cheeger.train import train
 from tests.test_train_spectral import small
 

@@ -29,9 +29,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cheeger.runner import load_final_metrics
+from cheeger.run.runner import load_final_metrics
 
-log = logging.getLogger("cheeger.sweep_summary")
+log = logging.getLogger("cheeger.run.sweep_summary")
 
 JOB_FILE = "job.json"
 SUMMARY_STEM = "summary"

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 
-from cheeger.devices import local_accelerator, trainer_overrides
+from cheeger.run.devices import local_accelerator, trainer_overrides
 
 log = logging.getLogger("cheeger")
 
@@ -66,7 +66,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer from ``cfg.trainer`` with the callbacks and loggers of the run.
 
     Arguments the machine cannot honour (fp16 autocast or SyncBatchNorm on the CPU) are
-    changed, with a warning each (``cheeger.devices.trainer_overrides``).
+    changed, with a warning each (``cheeger.run.devices.trainer_overrides``).
     """
     quiet_lightning()
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from cheeger.checkpoint import non_finite_entries, read_checkpoint
 from cheeger.module import SegmentationModule
-from cheeger.nonfinite import NonFiniteGuard, NonFiniteTrainingError
+from cheeger.run.checkpoint import non_finite_entries, read_checkpoint
+from cheeger.run.nonfinite import NonFiniteGuard, NonFiniteTrainingError
 from cheeger.train import train
 from tests.conftest import TINY, compose
 from tests.faults import PoisonedBatch, PoisonedLoss

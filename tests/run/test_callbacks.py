@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from cheeger.callbacks import PredictionPanel, SummaryPlots, peak_memory_mb
 from cheeger.models.heads import SegmentationHead, upsample_logits
 from cheeger.module import SegmentationModule
+from cheeger.run.callbacks import PredictionPanel, SummaryPlots, peak_memory_mb
 
 
 class FakeSpectralHead(SegmentationHead):

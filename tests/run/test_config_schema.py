@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from cheeger.config_schema import SCHEMA, Field, validate_config
+from cheeger.run.config_schema import SCHEMA, Field, validate_config
 from cheeger.train import train
 
 

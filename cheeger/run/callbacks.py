@@ -17,7 +17,8 @@ import torch
 
 from cheeger.data.classes import CITYSCAPES_CLASSES, class_palette
 from cheeger.data.skipping import SkippedSample
-from cheeger.report import (
+from cheeger.run import keys
+from cheeger.run.report import (
     error_map,
     heat_map,
     plot_class_scores,
@@ -25,7 +26,6 @@ from cheeger.report import (
     plot_response,
     save_panel,
 )
-from cheeger.run import keys
 
 log = logging.getLogger("cheeger")
 

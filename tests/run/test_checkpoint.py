@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cheeger.checkpoint import (
+from cheeger.module import load_module
+from cheeger.predict import predict
+from cheeger.run.checkpoint import (
     AtomicCheckpointIO,
     CorruptCheckpointError,
     LastCheckpoint,
@@ -23,9 +25,7 @@ from cheeger.checkpoint import (
     rng_states,
     set_rng_states,
 )
-from cheeger.eval import load_module
-from cheeger.predict import predict
-from cheeger.runner import resolve_ckpt_path
+from cheeger.run.runner import resolve_ckpt_path
 from cheeger.train import train
 from tests.conftest import ROOT, compose
 from tests.faults import kill_at_marker
@@ -78,7 +78,7 @@ def test_kill_while_saving_keeps_the_previous_checkpoint(tmp_path):
         f"""
         import time
         from pathlib import Path
-        from cheeger.checkpoint import atomic_save
+        from cheeger.run.checkpoint import atomic_save
 
         class SlowToPickle:
             def __reduce__(self):
@@ -234,7 +234,7 @@ def _with_config(module, path: Path, **changes) -> Path:
     [
         "pathlib.Path.write_text",  # outside cheeger
         "cheeger.models.solvers.torch.save",  # reached through a cheeger module
-        "cheeger.checkpoint.Path.write_text",  # a class cheeger imports, not defines
+        "cheeger.run.checkpoint.Path.write_text",  # a class cheeger imports, not defines
     ],
 )
 def test_injected_target_is_refused_by_eval_and_predict(target, tiny_module, tmp_path):
