@@ -212,7 +212,7 @@ def resolve_device(name: str) -> str:
         return "mps"
     raise SystemExit(
         f"gpu_check: no CUDA or MPS device here (torch {torch.__version__}). Install a CUDA "
-        "build (README, Devices) or exercise the script with --device cpu --quick."
+        "build (docs/devices.md) or exercise the script with --device cpu --quick."
     )
 
 

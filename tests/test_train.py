@@ -317,7 +317,7 @@ def test_killed_then_terminated_run_resumes_to_the_uninterrupted_result(tmp_path
 
     # metrics.csv holds the whole history once, as if the run had never stopped. Only the
     # train epoch aggregates of the interrupted epoch 0 differ: they cover the batches
-    # after the resume (README, Reliability).
+    # after the resume (docs/runs.md, Reliability).
     def partial_epoch(row: dict, key: str) -> bool:
         aggregate = key in ("train/loss_epoch", "train/mIoU", "train/pixel_acc")
         return row["epoch"] == "0" and (aggregate or key.startswith("train/iou/"))

@@ -165,7 +165,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     ids=["cpu", "cityscapes_gpu"],
 )
 def test_every_study_run_composes_and_validates(tmp_path, extra):
-    # The committed study and the README's Cityscapes/GPU form of the same command.
+    # The committed study and the Cityscapes/GPU form (docs/experiments.md) of the same command.
     from cheeger.run.config_schema import validate_config
     from tests.conftest import compose
 
