@@ -41,6 +41,7 @@ from cheeger.data.statistics import (
     write_cached,
 )
 from cheeger.data.transforms import eval_transform, train_transform
+from cheeger.ops.checks import check_bool, check_int
 
 SPLITS = ("train", "val", "test")
 
@@ -115,10 +116,10 @@ class SegmentationDataModule(L.LightningDataModule):
         stats_cache: str | None = None,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"dataset.batch_size must be >= 1, found {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"dataset.num_workers must be >= 0, found {num_workers}")
+        batch_size = check_int("dataset.batch_size", batch_size, 1)
+        if eval_batch_size is not None:
+            eval_batch_size = check_int("dataset.eval_batch_size", eval_batch_size, 1)
+        num_workers = check_int("dataset.num_workers", num_workers, 0)
         self.source = source
         self.num_classes = num_classes
         self.name = name
@@ -141,12 +142,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.ignore_index = ignore_index
         self.pin_memory = pin_memory
         self.skip_bad = skip_bad
-        if not isinstance(allow_absent_classes, bool):
-            raise ValueError(
-                "dataset.allow_absent_classes must be true or false, found "
-                f"{allow_absent_classes!r}"
-            )
-        self.allow_absent_classes = allow_absent_classes
+        self.allow_absent_classes = check_bool("dataset.allow_absent_classes", allow_absent_classes)
         self.stats_cache = stats_cache
         self.datasets: dict[str, SegmentationDataset] = {}
         self.histograms: dict[str, LabelHistogram] = {}

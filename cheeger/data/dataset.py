@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from cheeger.data.classes import IGNORE_INDEX
 from cheeger.data.skipping import SkippedSample
+from cheeger.ops.checks import check_bool
 
 
 class SampleSource(Protocol):
@@ -155,8 +156,7 @@ class SegmentationDataset(Dataset):
         ignore_index: int = IGNORE_INDEX,
         skip_bad: bool = False,
     ) -> None:
-        if not isinstance(skip_bad, bool):
-            raise ValueError(f"dataset.skip_bad must be true or false, found {skip_bad!r}")
+        check_bool("dataset.skip_bad", skip_bad)
         self.source = source
         self.num_classes = num_classes
         self.transform = transform

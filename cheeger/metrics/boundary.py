@@ -45,6 +45,7 @@ from torchmetrics import Metric
 
 from cheeger.data.classes import IGNORE_INDEX
 from cheeger.metrics.iou import confusion_matrix, per_class_iou
+from cheeger.ops.checks import check_int, check_number
 
 
 def _check_labels(pred: Tensor, target: Tensor) -> None:
@@ -57,8 +58,7 @@ def _check_labels(pred: Tensor, target: Tensor) -> None:
 
 def boundary_width(height: int, width: int, dilation_ratio: float) -> int:
     """Band width d = max(1, round(dilation_ratio * image diagonal))."""
-    if dilation_ratio <= 0:
-        raise ValueError(f"dilation_ratio must be > 0, found {dilation_ratio}")
+    check_number("dilation_ratio (metrics.dilation_ratio)", dilation_ratio, 0, low_open=True)
     return max(1, int(round(dilation_ratio * math.hypot(height, width))))
 
 
@@ -171,8 +171,7 @@ def bf_stats(
     [predicted boundary hits, predicted boundary total, GT boundary hits, GT boundary total].
     """
     _check_labels(pred, target)
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, found {tolerance}")
+    check_number("tolerance", tolerance, 0)
     valid = target != ignore_index
     g = label_band(target, 1) & valid
     p = label_band(pred, 1) & valid
@@ -201,12 +200,21 @@ def label_edges(target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     return ((hi > t) | (lo < t)) & valid
 
 
-def trimap_band(target: Tensor, width: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """(B, H, W) bool: pixels within chessboard distance ``width`` of a GT label edge."""
-    if width < 0:
-        raise ValueError(f"trimap width must be >= 0, found {width}")
-    edges = label_edges(target, ignore_index).float()
-    return _window_max(edges, width, 0.0) > 0
+def trimap_band(
+    target: Tensor,
+    width: int,
+    ignore_index: int = IGNORE_INDEX,
+    edges: Tensor | None = None,
+) -> Tensor:
+    """(B, H, W) bool: pixels within chessboard distance ``width`` of a GT label edge.
+
+    ``edges``: ``label_edges(target, ignore_index)`` when the caller has it already
+    (several widths of one target).
+    """
+    width = check_int("trimap width", width, 0)
+    if edges is None:
+        edges = label_edges(target, ignore_index)
+    return _window_max(edges.float(), width, 0.0) > 0
 
 
 def trimap_confusion(
@@ -218,12 +226,10 @@ def trimap_confusion(
 ) -> Tensor:
     """(len(widths), C, C) confusion matrices restricted to each trimap band."""
     _check_labels(pred, target)
-    edges = label_edges(target, ignore_index).float()
+    edges = label_edges(target, ignore_index)
     out = []
     for w in widths:
-        if int(w) < 0:
-            raise ValueError(f"trimap width must be >= 0, found {w}")
-        band = _window_max(edges, int(w), 0.0) > 0
+        band = trimap_band(target, w, ignore_index, edges)
         masked = torch.where(band, target.long(), torch.full_like(target.long(), ignore_index))
         out.append(confusion_matrix(pred, masked, num_classes, ignore_index))
     return torch.stack(out)
@@ -294,8 +300,7 @@ class BFScore(Metric):
         self, num_classes: int, tolerance: float = 2.0, ignore_index: int = IGNORE_INDEX, **kw
     ) -> None:
         super().__init__(**kw)
-        if tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0, found {tolerance}")
+        check_number("tolerance (metrics.bf_tolerance)", tolerance, 0)
         self.num_classes, self.tolerance, self.ignore_index = num_classes, tolerance, ignore_index
         self.add_state("stats", torch.zeros(4, num_classes, dtype=torch.long), dist_reduce_fx="sum")
 

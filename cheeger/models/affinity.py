@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cheeger.ops.affinity import apply_metric
+from cheeger.ops.checks import check_int
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.grid import WINDOW_SHAPES, grid_graph
 from cheeger.ops.knn import knn_graph
@@ -247,9 +248,8 @@ class KnnAffinity(PixelAffinity):
         super().__init__(
             in_channels, sigma, learn_sigma, metric, metric_rank, guide, image_channels
         )
-        if isinstance(knn, bool) or not isinstance(knn, int) or knn < 1:
-            raise ValueError(f"knn must be an int >= 1, found {knn!r}")
-        self.knn = knn
+        # The only check of knn (the top-level `knn` of the config is affinity.knn).
+        self.knn = check_int("knn (affinity.knn)", knn, 1)
         self.kernel = kernel
         self.mode = mode
         self.max_degree = max_degree

@@ -51,6 +51,18 @@ def upsample_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+def dropout_layer(dropout: float) -> nn.Module:
+    """``nn.Dropout2d(dropout)``, or the identity at 0: the one check of ``head.dropout``
+    (every head builds its dropout here).
+
+    Raises:
+        ValueError: naming ``head.dropout``, unless 0 <= dropout < 1.
+    """
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"head.dropout must be a number in [0, 1), found {dropout!r}")
+    return nn.Dropout2d(float(dropout)) if dropout > 0 else nn.Identity()
+
+
 class ConvHead(SegmentationHead):
     """The baseline: dropout then a 1x1 convolution per pixel, upsampled to the input.
 
@@ -60,9 +72,7 @@ class ConvHead(SegmentationHead):
 
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__(in_channels, num_classes)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), found {dropout}")
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = dropout_layer(dropout)
         self.classifier = nn.Conv2d(in_channels, num_classes, kernel_size=1)
 
     def forward(self, features: Tensor, image: Tensor | None = None) -> tuple[Tensor, dict]:

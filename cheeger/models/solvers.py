@@ -37,6 +37,7 @@ from torch import Tensor
 
 from cheeger.ops.backward_modes import BACKWARD_MODES
 from cheeger.ops.chebyshev import chebyshev_coefficients, chebyshev_filter, subspace_filter
+from cheeger.ops.checks import check_int
 from cheeger.ops.eigh import eigh
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.laplacian import inverse_degree_power, lambda_max_bound, laplacian_to_dense
@@ -84,12 +85,6 @@ def _choice(key: str, value: object, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, found {k!r}")
-    return k
-
-
 class SpectralSolver:
     """Interface: ``filter``; eigenpair solvers implement ``eigenpairs`` and inherit it."""
 
@@ -99,7 +94,8 @@ class SpectralSolver:
     laplacians: tuple[str, ...] | None = None
 
     def __init__(self, k: int = 16) -> None:
-        self.k = _check_k(k)
+        # The only static check of k (the top-level `k` of the config is solver.k).
+        self.k = check_int("k (solver.k)", k, 1)
 
     def check_num_nodes(self, num_nodes: int) -> None:
         """ValueError, naming the option and the fix, if a graph of this size is refused."""
@@ -230,8 +226,7 @@ class NystromSolver(SpectralSolver):
         eps: float = 1e-4,
     ) -> None:
         super().__init__(k)
-        if isinstance(num_landmarks, bool) or not isinstance(num_landmarks, int):
-            raise ValueError(f"solver.num_landmarks must be an int, found {num_landmarks!r}")
+        check_int("solver.num_landmarks", num_landmarks, 1)
         if num_landmarks < self.k:
             raise ValueError(
                 f"solver=nystrom needs solver.num_landmarks >= k; found "

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from cheeger.models.affinity import PixelAffinity
 from cheeger.models.auxiliaries import Auxiliaries
-from cheeger.models.heads import SegmentationHead, output_size, upsample_logits
+from cheeger.models.heads import SegmentationHead, dropout_layer, output_size, upsample_logits
 from cheeger.models.response import SpectralResponse
 from cheeger.models.solvers import SpectralSolver
 from cheeger.ops.laplacian import LAPLACIAN_KINDS
@@ -155,9 +155,7 @@ class SpectralHead(SegmentationHead):
         self.gate_sharpness = gate_sharpness
         self.image_channels = image_channels
         self.spectral_dtype = DTYPES[dtype]
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"head.dropout must be in [0, 1), found {dropout}")
-        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = dropout_layer(dropout)
         if mode == "embedding":
             self.value = nn.Conv2d(in_channels, embed_dim, kernel_size=1)
             self.classifier = nn.Conv2d(in_channels + embed_dim, num_classes, kernel_size=1)

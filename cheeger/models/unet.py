@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cheeger.ops.checks import check_int
+
 NORMS = ("batch", "group", "instance", "none")
 
 
@@ -78,16 +80,14 @@ class UNet(nn.Module):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, found {depth}")
-        if base_channels < 1:
-            raise ValueError(f"base_channels must be >= 1, found {base_channels}")
+        depth = check_int("model.depth", depth, 1)
+        base_channels = check_int("model.base_channels", base_channels, 1)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, found {norm!r}")
         valid_strides = [2**s for s in range(depth + 1)]
         if output_stride not in valid_strides:
             raise ValueError(
-                f"output_stride must be one of {valid_strides} for depth={depth}, "
+                f"model.output_stride must be one of {valid_strides} for model.depth={depth}, "
                 f"found {output_stride}"
             )
         widths = [min(base_channels * 2**s, max_channels) for s in range(depth + 1)]

@@ -31,7 +31,6 @@ gA = sym(U_k (diag(gλ) + F_k ∘ (U_kᵀ gU)) U_kᵀ).
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -43,6 +42,7 @@ from cheeger.ops.backward_modes import (
     coupling_matrix,
     resolve_order,
 )
+from cheeger.ops.checks import check_int
 
 SIGN_CONVENTIONS: tuple[str | None, ...] = ("max_abs_positive", None)
 
@@ -215,8 +215,7 @@ def eigh(
     n = A.shape[-1]
     if k is None:
         k = n
-    if isinstance(k, bool) or not isinstance(k, Integral) or not 1 <= k <= n:
-        raise ValueError(f"k must be an int with 1 <= k <= N = {n}; found {k!r}")
+    k = check_int("k", k, 1, n, "N")
     if not isinstance(largest, bool):
         raise ValueError(f"largest must be a bool; found {largest!r}")
     mode = check_backward_mode(backward)

@@ -24,6 +24,7 @@ from cheeger.ops.affinity import (
     edge_affinity,
     normalize_features,
 )
+from cheeger.ops.checks import check_int
 from cheeger.ops.graph import SYMMETRIZE_MODES, NeighborGraph, SymmetrizeMode, symmetrize
 
 # Rows per block: about 2^22 scores (16 MiB in float32) at a time.
@@ -45,8 +46,7 @@ def knn_indices(features: Tensor, k: int, *, chunk_size: int | None = None) -> T
     """
     check_features(features)
     batch, num_nodes, _ = features.shape
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_nodes - 1:
-        raise ValueError(f"k must be an int in [1, N - 1] = [1, {num_nodes - 1}], found {k!r}")
+    k = check_int("k", k, 1, num_nodes - 1, "N - 1")
     if chunk_size is None:
         chunk_size = max(1, _SCORES_PER_BLOCK // (batch * num_nodes))
     if chunk_size < 1:

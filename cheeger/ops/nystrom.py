@@ -68,6 +68,7 @@ import torch
 from torch import Tensor
 
 from cheeger.ops.affinity import check_features, check_scale, normalize_features
+from cheeger.ops.checks import check_int
 from cheeger.ops.eigh import canonicalize_eigenvector_signs, eigh
 
 NystromKernel = Literal["gaussian", "cosine"]
@@ -105,13 +106,6 @@ class NystromFit(NamedTuple):
 # --------------------------------------------------------------------------- landmarks
 
 
-def _check_count(value: int, name: str, low: int, high: int, high_name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(
-            f"{name} must be an int in [{low}, {high_name}] = [{low}, {high}], found {value!r}"
-        )
-
-
 def farthest_point_sampling(
     features: Tensor, num_samples: int, *, seed: int = 0, start: Tensor | None = None
 ) -> Tensor:
@@ -132,7 +126,7 @@ def farthest_point_sampling(
     """
     check_features(features)
     batch, num_nodes, _ = features.shape
-    _check_count(num_samples, "num_samples", 1, num_nodes, "N")
+    check_int("num_samples", num_samples, 1, num_nodes, "N")
     device = features.device
     if start is None:
         generator = torch.Generator().manual_seed(int(seed))
@@ -171,7 +165,7 @@ def sample_landmarks(
     both reproducible from ``seed``."""
     check_features(features)
     batch, num_nodes, _ = features.shape
-    _check_count(num_landmarks, "num_landmarks", 1, num_nodes, "N")
+    check_int("num_landmarks", num_landmarks, 1, num_nodes, "N")
     if method == "fps":
         return farthest_point_sampling(features, num_landmarks, seed=seed)
     if method == "random":
@@ -283,8 +277,8 @@ def nystrom_fit(
     if features.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"features must be float32 or float64, found {features.dtype}")
     batch, num_nodes, _ = features.shape
-    _check_count(num_landmarks, "num_landmarks", 1, num_nodes, "N")
-    _check_count(k, "k", 1, num_landmarks, "num_landmarks")
+    check_int("num_landmarks", num_landmarks, 1, num_nodes, "N")
+    check_int("k", k, 1, num_landmarks, "num_landmarks")
     if kernel not in NYSTROM_KERNELS:
         raise ValueError(f"kernel must be one of {NYSTROM_KERNELS}, found {kernel!r}")
     if kernel == "gaussian":

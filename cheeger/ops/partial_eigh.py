@@ -33,7 +33,10 @@ whereas single-vector Krylov solvers miss copies; the guard vectors also set the
 convergence rate (the gap that matters is λ_{m+1} - λ_k, not λ_{k+1} - λ_k) and
 precondition the backward. ``X0`` (B, N, k) or wider warm-starts the block, e.g. with
 the previous training step's ``info.block``: an unchanged graph needs 0 iterations, a
-1% perturbation 1-3 instead of 4-8.
+1% perturbation 1-3 instead of 4-8. It is a library feature for callers that solve the
+same graph again (a fixed image across optimisation steps); the spectral head does not
+use it, because each training step builds the graphs of a different batch of images,
+for which the last step's block is no better a start than a random one.
 
 Why this algorithm (measured, 2-core CPU shared with other jobs, 1 thread, float32,
 k = 16, kNN graph of C = 64 features, k_nn = 16 capped at degree 32):
@@ -102,7 +105,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import NamedTuple
 
 import torch
@@ -116,6 +119,7 @@ from cheeger.ops.backward_modes import (
     gap_reciprocal,
     resolve_order,
 )
+from cheeger.ops.checks import check_int
 from cheeger.ops.eigh import SIGN_CONVENTIONS, canonicalize_eigenvector_signs
 from cheeger.ops.graph import NeighborGraph, check_weights, degree
 from cheeger.ops.laplacian import (
@@ -890,18 +894,6 @@ class _PartialEigh(torch.autograd.Function):
 # --------------------------------------------------------------------------- public API
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Integral)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an int in {bound}; found {value!r}")
-    return int(value)
-
-
 def _check_positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0; found {value!r}")
@@ -1014,7 +1006,7 @@ def partial_eigh(
     # NeighborGraph checks at construction; the weights may have changed in place since.
     check_weights(weight, "graph.weight")
     batch, num_nodes, _ = index.shape
-    k = _check_int("k", k, 1, num_nodes - 1)
+    k = check_int("k", k, 1, num_nodes - 1, "N - 1")
     kind = laplacian_kind(kind)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; found {method!r}")
@@ -1031,11 +1023,11 @@ def partial_eigh(
         raise ValueError(f"out_of_subspace must be a bool; found {out_of_subspace!r}")
     tol = DEFAULT_TOL[weight.dtype] if tol is None else _check_positive("tol", tol)
     backward_tol = tol if backward_tol is None else _check_positive("backward_tol", backward_tol)
-    max_iter = _check_int("max_iter", max_iter, 0)
-    backward_max_iter = _check_int("backward_max_iter", backward_max_iter, 1)
-    degree = _check_int("degree", degree, 1)
-    dense_limit = _check_int("dense_limit", dense_limit, 1)
-    guard = max(4, (3 * k + 3) // 4) if guard is None else _check_int("guard", guard, 0)
+    max_iter = check_int("max_iter", max_iter, 0)
+    backward_max_iter = check_int("backward_max_iter", backward_max_iter, 1)
+    degree = check_int("degree", degree, 1)
+    dense_limit = check_int("dense_limit", dense_limit, 1)
+    guard = max(4, (3 * k + 3) // 4) if guard is None else check_int("guard", guard, 0)
     if X0 is not None:
         if not isinstance(X0, Tensor) or X0.dim() != 3 or X0.shape[:2] != (batch, num_nodes):
             found = tuple(X0.shape) if isinstance(X0, Tensor) else type(X0).__name__

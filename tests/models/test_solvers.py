@@ -123,7 +123,7 @@ def test_nystrom_reads_the_graphs_features_and_refuses_a_graph_without():
 
 def test_solver_options_are_checked_where_they_enter():
     for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="k must be an int >= 1"):
+        with pytest.raises(ValueError, match=r"k \(solver.k\) must be an int >= 1"):
             DenseSolver(k=bad)
     with pytest.raises(ValueError, match="solver.order"):
         ChebyshevSolver(order=0)
