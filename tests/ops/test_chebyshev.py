@@ -12,12 +12,11 @@ from cheeger.ops.chebyshev import (
     chebyshev_filter,
     chebyshev_nodes,
     chebyshev_response,
-    exact_spectral_filter,
-    spectral_filter,
 )
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.laplacian import LAPLACIAN_KINDS, laplacian_to_dense
 from tests.ops.spectra import graph_from_dense
+from tests.ops.spectral_reference import exact_spectral_filter, spectral_filter
 
 DTYPE = torch.float64
 
