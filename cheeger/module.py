@@ -25,9 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.data.datamodule import SegmentationDataModule
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import median_frequency_weights
+from cheeger.losses.base import SegmentationLoss
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
@@ -87,7 +89,7 @@ class SegmentationModule(L.LightningModule):
         self,
         backbone: nn.Module,
         head: nn.Module,
-        loss: nn.Module,
+        loss: SegmentationLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         num_classes: int = 19,
@@ -102,6 +104,11 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        if not isinstance(loss, SegmentationLoss):
+            raise TypeError(
+                "loss must be a cheeger.losses.SegmentationLoss (forward(logits, target, aux) "
+                f"plus its declarations, cheeger/losses/base.py), found {type(loss).__name__}"
+            )
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -187,10 +194,10 @@ class SegmentationModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         # Class weights derived from the data are computed once, before the first
         # step; a resumed run restores them from the checkpoint afterwards.
-        if stage != "fit" or not getattr(self.loss_fn, "needs_dataset_weights", False):
+        if stage != "fit" or not self.loss_fn.needs_dataset_weights:
             return
         datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "label_histogram"):
+        if not isinstance(datamodule, SegmentationDataModule):
             raise ValueError(
                 "loss.class_weights=median_frequency needs a SegmentationDataModule "
                 "to count classes"
@@ -246,7 +253,7 @@ class SegmentationModule(L.LightningModule):
             aux = None  # windows and padding leave no whole-image auxiliaries
         else:
             logits, aux = self(image)
-        if aux is None and getattr(self.loss_fn, "reads_aux", False):
+        if aux is None and self.loss_fn.reads_aux:
             # A loss term on the head's graph cannot be evaluated on stitched windows:
             # metrics are still computed, the loss is not logged for this stage.
             loss = None
@@ -287,7 +294,7 @@ class SegmentationModule(L.LightningModule):
 
     def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         # A CompositeLoss keeps each term's unweighted value of this call.
-        terms = getattr(self.loss_fn, "last_terms", {})
+        terms = self.loss_fn.last_terms
         values = {keys.metric(stage, keys.LOSS): loss}
         values.update({keys.loss_term(stage, n): v for n, v in terms.items()})
         if stage == "train":
@@ -305,8 +312,7 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         # Losses with warm-up schedules (CompositeLoss) weigh their terms by the step.
-        if hasattr(self.loss_fn, "set_step"):
-            self.loss_fn.set_step(self.global_step)
+        self.loss_fn.set_step(self.global_step)
         loss = self._step(batch, "train")[0]
         if loss is None and "image" not in batch and self._world_size() > 1:
             # Every sample of this rank's batch was bad (dataset.skip_bad). Returning None

@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch import Tensor, nn
+
+from cheeger.losses.base import SegmentationLoss
 
 
 class StallAtStep(L.Callback):
@@ -69,24 +70,34 @@ class PoisonedBatch(L.Callback):
             batch["image"][0] = float("nan")
 
 
-class PoisonedLoss(nn.Module):
-    """Wrap a loss; on the calls listed in ``poison`` (0-based), corrupt it with ``how``.
+class PoisonedLoss(SegmentationLoss):
+    """Wrap a loss (its declarations too); on the calls listed in ``poison`` (0-based),
+    corrupt it with ``how``.
 
     ``how``: ``"loss"`` returns NaN; ``"grad"`` keeps the loss finite but makes the
     gradient of one parameter NaN (sqrt(x - x) is 0 with a NaN derivative at 0).
     Evaluation calls (no grad) are passed through and not counted.
     """
 
-    def __init__(self, loss: Callable[..., Tensor], poison: set[int], how: str = "loss") -> None:
+    def __init__(self, loss: SegmentationLoss, poison: set[int], how: str = "loss") -> None:
         super().__init__()
         self.loss = loss
+        self.reads_aux = loss.reads_aux
+        self.needs_dataset_weights = loss.needs_dataset_weights
         self.poison = set(poison)
         self.how = how
         self.calls = 0
         self.parameter: nn.Parameter | None = None
 
+    def set_class_weights(self, weights: Tensor) -> None:
+        self.loss.set_class_weights(weights)
+
+    def set_step(self, step: int) -> None:
+        self.loss.set_step(step)
+
     def forward(self, logits: Tensor, target: Tensor, aux: dict) -> Tensor:
         value = self.loss(logits, target, aux)
+        self.last_terms = self.loss.last_terms
         if not torch.is_grad_enabled():
             return value
         call, self.calls = self.calls, self.calls + 1

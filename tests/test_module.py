@@ -13,7 +13,7 @@ from cheeger.module import SegmentationModule
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_all_bad_training_batch(compose_train, world_size):
     module = SegmentationModule.from_config(compose_train())
-    module._trainer = SimpleNamespace(world_size=world_size, sanity_checking=False)
+    module._trainer = SimpleNamespace(world_size=world_size, sanity_checking=False, global_step=0)
     loss = module.training_step({SKIPPED_KEY: ["a bad sample"]}, 0)
     assert module._skipped["train"] == ["a bad sample"]
     if world_size == 1:

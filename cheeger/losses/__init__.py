@@ -5,9 +5,12 @@ Pixel losses (``CrossEntropy``, ``OhemCrossEntropy``, ``LovaszSoftmax``,
 (``RayleighConsistency``, ``NoiseFloorPenalty``, ``AffinitySupervision``) read the
 head's ``aux`` mapping;
 ``CompositeLoss`` adds weighted, warmed-up terms and keeps their values for logging.
+Every loss is a ``SegmentationLoss`` (``cheeger/losses/base.py``), which declares what the
+module needs to know about it.
 """
 
 from cheeger.losses.affinity import AffinitySupervision
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.composite import CompositeLoss
 from cheeger.losses.cross_entropy import CrossEntropy
 from cheeger.losses.dice import DiceLoss
@@ -25,4 +28,5 @@ __all__ = [
     "NoiseFloorPenalty",
     "OhemCrossEntropy",
     "RayleighConsistency",
+    "SegmentationLoss",
 ]

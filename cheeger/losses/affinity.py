@@ -14,15 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.inputs import aux_entry
 from cheeger.metrics.edges import edge_targets
 from cheeger.ops.graph import NeighborGraph
 
 
-class AffinitySupervision(nn.Module):
+class AffinitySupervision(SegmentationLoss):
     """BCE of the graph's edge weights against same-label targets (module docstring).
 
     Reads ``aux['graph']`` and ``aux['graph_size']`` (head=spectral, any mode).

@@ -28,6 +28,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.losses.base import SegmentationLoss
 
 TERM_KEYS = ("loss", "weight", "warmup_steps", "start_step")
 
@@ -72,25 +73,25 @@ def _schedule(name: str, spec: Mapping[str, Any]) -> TermSchedule:
     )
 
 
-def _build(name: str, loss: Any, options: dict[str, Any]) -> nn.Module:
+def _build(name: str, loss: Any, options: dict[str, Any]) -> SegmentationLoss:
     """The term's module: ``loss`` itself, or ``loss(**accepted options)`` for a factory."""
     if not isinstance(loss, nn.Module) and callable(loss):
         parameters = inspect.signature(loss).parameters
         loss = loss(**{key: value for key, value in options.items() if key in parameters})
-    if not isinstance(loss, nn.Module):
+    if not isinstance(loss, SegmentationLoss):
         raise ValueError(
-            f"loss.terms.{name}.loss must build an nn.Module (a config with _target_, "
-            f"optionally _partial_: true), found {type(loss).__name__}"
+            f"loss.terms.{name}.loss must build a cheeger.losses.SegmentationLoss (a config "
+            f"with _target_, optionally _partial_: true), found {type(loss).__name__}"
         )
     return loss
 
 
-class CompositeLoss(nn.Module):
+class CompositeLoss(SegmentationLoss):
     """total(t) = sum_i w_i(t) * term_i, with w_i(t) from each term's ``TermSchedule``.
 
     Args:
         terms: name -> {loss, weight (default 1), warmup_steps (default 0),
-            start_step (default 0)}; ``loss`` is an nn.Module or a factory of one
+            start_step (default 0)}; ``loss`` is a SegmentationLoss or a factory of one
             (a Hydra ``_partial_``). Names are used in logs (``{stage}/loss/{name}``).
         num_classes, ignore_index: passed to the factories that take them.
 
@@ -141,7 +142,7 @@ class CompositeLoss(nn.Module):
     @property
     def reads_aux(self) -> bool:
         """Whether any term needs the head's auxiliaries."""
-        return any(getattr(member, "reads_aux", False) for member in self.members.values())
+        return any(member.reads_aux for member in self.members.values())
 
     def set_step(self, step: int) -> None:
         """The optimizer step the next ``forward`` belongs to (drives the warm-ups)."""
@@ -160,12 +161,12 @@ class CompositeLoss(nn.Module):
     # -------------------------------------------------------- class weights
     @property
     def needs_dataset_weights(self) -> bool:
-        return any(getattr(m, "needs_dataset_weights", False) for m in self.members.values())
+        return any(member.needs_dataset_weights for member in self.members.values())
 
     def set_class_weights(self, weights: Tensor) -> None:
         """Hand dataset-derived class weights (C,) to every member that needs them."""
         for member in self.members.values():
-            if getattr(member, "needs_dataset_weights", False):
+            if member.needs_dataset_weights:
                 member.set_class_weights(weights)
 
     # -------------------------------------------------------------- forward

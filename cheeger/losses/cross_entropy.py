@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.inputs import check_num_classes
 
 MEDIAN_FREQUENCY = "median_frequency"
@@ -74,7 +75,7 @@ def weighted_pixel_mean(loss: Tensor, pixel_weight: Tensor) -> Tensor:
     return torch.where(total > 0, safe, summed * 0.0)
 
 
-class CrossEntropy(nn.Module):
+class CrossEntropy(SegmentationLoss):
     """Cross-entropy over pixels, ignoring ``ignore_index``.
 
     Args:

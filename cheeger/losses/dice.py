@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.inputs import check_num_classes, one_hot_target
 
 
@@ -43,7 +44,7 @@ def soft_dice_loss(
     return loss + probabilities.sum() * 0.0
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(SegmentationLoss):
     """Soft Dice loss of softmax(logits) (``soft_dice_loss``).
 
     Args:

@@ -19,9 +19,10 @@ everywhere (the sort is not differentiated).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.inputs import check_num_classes, one_hot_target
 
 
@@ -79,7 +80,7 @@ def lovasz_softmax(
     return mean + probabilities.sum() * 0.0
 
 
-class LovaszSoftmax(nn.Module):
+class LovaszSoftmax(SegmentationLoss):
     """Lovasz-softmax loss of softmax(logits) (``lovasz_softmax``).
 
     Args:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.inputs import aux_entry
 
 
-class NoiseFloorPenalty(nn.Module):
+class NoiseFloorPenalty(SegmentationLoss):
     """Batch mean of ``aux['noise_energy']``.
 
     ``aux['noise_energy']`` (B,), computed by head=spectral, is the fraction of the

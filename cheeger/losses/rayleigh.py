@@ -27,8 +27,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.inputs import aux_entry
 from cheeger.ops.graph import NeighborGraph, degree
 from cheeger.ops.laplacian import LaplacianKind, laplacian_kind, laplacian_matvec
@@ -66,7 +67,7 @@ def node_probabilities(feature_logits: Tensor) -> Tensor:
     return torch.softmax(feature_logits, dim=1).flatten(2).transpose(1, 2)
 
 
-class RayleighConsistency(nn.Module):
+class RayleighConsistency(SegmentationLoss):
     """Mean over the batch of ``rayleigh_quotient`` of the head's feature-resolution
     class probabilities on the head's graph.
 

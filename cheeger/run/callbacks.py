@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from cheeger.data.classes import CITYSCAPES_CLASSES, class_palette
+from cheeger.data.datamodule import SegmentationDataModule
 from cheeger.data.skipping import SkippedSample
+from cheeger.module import SegmentationModule
 from cheeger.run import keys
 from cheeger.run.report import (
     error_map,
@@ -131,7 +133,7 @@ class PredictionPanel(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs and not trainer.fast_dev_run:
             return
         datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "dataset"):
+        if not isinstance(datamodule, SegmentationDataModule):
             warnings.warn(
                 "PredictionPanel needs a SegmentationDataModule; no panel written", stacklevel=1
             )
@@ -178,7 +180,7 @@ class PredictionPanel(L.Callback):
         dataset = datamodule.dataset("val")
         count = min(self.num_images, len(dataset))
         indices = np.linspace(0, len(dataset) - 1, count).round().astype(int)
-        colors = class_palette(pl_module.num_classes, getattr(datamodule, "palette", None))
+        colors = class_palette(pl_module.num_classes, datamodule.palette)
         mean = np.asarray(dataset.mean, dtype=np.float32)
         std = np.asarray(dataset.std, dtype=np.float32)
         was_training = pl_module.training
@@ -256,8 +258,10 @@ class SummaryPlots(L.Callback):
         self._write(trainer, pl_module, "test")
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        result = getattr(pl_module, "results", {}).get(stage)
-        if result is None or not trainer.is_global_zero:
+        if not isinstance(pl_module, SegmentationModule) or not trainer.is_global_zero:
+            return
+        result = pl_module.results.get(stage)
+        if result is None:
             return
         names = pl_module.class_names
         scores = {"IoU": result["iou"].tolist()}

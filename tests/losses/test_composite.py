@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch import nn
 
 from cheeger.losses import (
     CompositeLoss,
@@ -15,11 +14,12 @@ from cheeger.losses import (
     NoiseFloorPenalty,
     RayleighConsistency,
 )
+from cheeger.losses.base import SegmentationLoss
 from cheeger.losses.composite import warmup_factor
 from tests.conftest import CONF, compose
 
 
-class Constant(nn.Module):
+class Constant(SegmentationLoss):
     """A loss term that returns a fixed value (records the arguments it was built with)."""
 
     def __init__(self, value: float, num_classes: int | None = None) -> None:
@@ -155,7 +155,8 @@ def test_missing_auxiliary_names_term_and_head():
         ({"a": {"loss": Constant(1.0), "weight": -1.0}}, "weight must be a number >= 0"),
         ({"a": {"loss": Constant(1.0), "warmup_steps": 1.5}}, "warmup_steps must be an int"),
         ({"a": {"loss": Constant(1.0), "start_step": -1}}, "start_step must be an int"),
-        ({"a": {"loss": 3.0}}, "must build an nn.Module"),
+        ({"a": {"loss": 3.0}}, "must build a cheeger.losses.SegmentationLoss"),
+        ({"a": {"loss": torch.nn.L1Loss()}}, "must build a cheeger.losses.SegmentationLoss"),
         ({"a.b": {"loss": Constant(1.0)}}, "cannot name a term"),
     ],
 )
