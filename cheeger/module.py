@@ -34,6 +34,7 @@ from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
 from cheeger.metrics.mean import WeightedMean
+from cheeger.metrics.results import StageResult
 from cheeger.models.auxiliaries import Auxiliaries
 from cheeger.models.solvers import SpectralInfo
 from cheeger.run import keys
@@ -136,7 +137,7 @@ class SegmentationModule(L.LightningModule):
         # first use (the term names are the loss's), on the loss's device.
         self.loss_means: dict[str, WeightedMean] = {}
         # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
-        self.results: dict[str, dict[str, Tensor]] = {}
+        self.results: dict[str, StageResult] = {}
         # Samples skipped by dataset.skip_bad: in the running epoch (a stage's entry
         # exists once a batch came from a skipping loader) and in the last finished one.
         self._skipped: dict[str, list[SkippedSample]] = {}
@@ -373,35 +374,43 @@ class SegmentationModule(L.LightningModule):
         if not metric.update_called:
             return
         # compute() syncs the confusion matrix across ranks: every rank logs the same value.
-        result = {k: v.detach().cpu() for k, v in metric.compute().items()}
-        result["confmat"] = metric.confmat.detach().cpu().clone()
+        scores = {k: v.detach().cpu() for k, v in metric.compute().items()}
+        result = StageResult(
+            iou=scores["iou"],
+            miou=scores["mIoU"],
+            pixel_acc=scores["pixel_acc"],
+            confmat=metric.confmat.detach().cpu().clone(),
+        )
         metric.reset()
         self.results[stage] = result
-        self.log(keys.metric(stage, keys.MIOU), result["mIoU"].float(), prog_bar=stage == "val")
-        self.log(keys.metric(stage, keys.PIXEL_ACC), result["pixel_acc"].float())
-        for name, iou in zip(self.class_names, result["iou"].tolist(), strict=True):
+        self.log(keys.metric(stage, keys.MIOU), result.miou.float(), prog_bar=stage == "val")
+        self.log(keys.metric(stage, keys.PIXEL_ACC), result.pixel_acc.float())
+        for name, iou in zip(self.class_names, result.iou.tolist(), strict=True):
             if not math.isnan(iou):
                 self.log(keys.class_iou(stage, name), iou)
         if stage == "train":
             return
-        for kind in (keys.BOUNDARY_IOU, keys.BF):
-            metric = self.metrics[f"{stage}_{kind}"]
-            out = metric.compute()
-            metric.reset()
-            result[kind] = out["mean"].cpu()
-            result[f"{kind}_per_class"] = out["per_class"].cpu()
-            bar = kind == keys.BOUNDARY_IOU
-            self.log(keys.metric(stage, kind), out["mean"].float(), prog_bar=bar)
-        metric = self.metrics[f"{stage}_trimap"]
-        for width, value in metric.compute().items():
-            result[f"trimap_iou@{width}"] = value.cpu()
+        boundary = self._compute(f"{stage}_{keys.BOUNDARY_IOU}")
+        result.boundary_iou, result.boundary_iou_per_class = boundary["mean"], boundary["per_class"]
+        bf = self._compute(f"{stage}_{keys.BF}")
+        result.bf, result.bf_per_class = bf["mean"], bf["per_class"]
+        self.log(keys.metric(stage, keys.BOUNDARY_IOU), result.boundary_iou.float(), prog_bar=True)
+        self.log(keys.metric(stage, keys.BF), result.bf.float())
+        result.trimap = self._compute(f"{stage}_trimap")
+        for width, value in result.trimap.items():
             self.log(keys.trimap(stage, width), value.float())
+        if self.metrics[f"{stage}_edge_auc"].update_called:
+            result.edge_auc = self._compute(f"{stage}_edge_auc")
+            self.log(keys.metric(stage, keys.EDGE_AUC), result.edge_auc.float())
+
+    def _compute(self, name: str):
+        """One metric's epoch value(s), on the CPU, and the metric reset."""
+        metric = self.metrics[name]
+        value = metric.compute()
         metric.reset()
-        metric = self.metrics[f"{stage}_edge_auc"]
-        if metric.update_called:
-            result["edge_auc"] = metric.compute()
-            self.log(keys.metric(stage, keys.EDGE_AUC), result["edge_auc"].float())
-            metric.reset()
+        if isinstance(value, dict):
+            return {k: v.detach().cpu() for k, v in value.items()}
+        return value.detach().cpu()
 
     def on_train_epoch_end(self) -> None:
         self._end_epoch("train")

@@ -264,11 +264,11 @@ class SummaryPlots(L.Callback):
         if result is None:
             return
         names = pl_module.class_names
-        scores = {"IoU": result["iou"].tolist()}
-        if "boundary_iou_per_class" in result:
-            scores["Boundary IoU"] = result["boundary_iou_per_class"].tolist()
-        if "bf_per_class" in result:
-            scores["BF"] = result["bf_per_class"].tolist()
+        scores = {"IoU": result.iou.tolist()}
+        if result.boundary_iou_per_class is not None:
+            scores["Boundary IoU"] = result.boundary_iou_per_class.tolist()
+        if result.bf_per_class is not None:
+            scores["BF"] = result.bf_per_class.tolist()
         colors = None
         if len(names) == len(CITYSCAPES_CLASSES):
             colors = [c.color for c in CITYSCAPES_CLASSES]
@@ -276,12 +276,12 @@ class SummaryPlots(L.Callback):
             names,
             scores,
             self.out_dir / f"{stage}_class_scores.png",
-            f"{stage}: mIoU {float(result['mIoU']):.3f}",
+            f"{stage}: mIoU {float(result.miou):.3f}",
             colors=colors,
         )
         confusion = plot_confusion(
             names,
-            result["confmat"].numpy(),
+            result.confmat.numpy(),
             self.out_dir / f"{stage}_confusion.png",
             f"{stage} confusion (row-normalised)",
         )

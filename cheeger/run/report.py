@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 
 from cheeger.data.classes import IGNORE_INDEX
+from cheeger.metrics.results import StageResult
 
 
 def _cell(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.4f}"
 
 
-def results_table(class_names: Sequence[str], result: Mapping[str, Any], title: str) -> str:
+def results_table(class_names: Sequence[str], result: StageResult, title: str) -> str:
     """Fixed-width table of a stage's results (``SegmentationModule.results[stage]``).
 
     Columns: class, IoU, and when present Boundary IoU and BF per class; then the
@@ -25,11 +26,11 @@ def results_table(class_names: Sequence[str], result: Mapping[str, Any], title: 
     classes out says over how many it ran, and a footnote names the others (a mean
     of 1.0 over one class of two is not a perfect score).
     """
-    columns = [("IoU", result["iou"])]
-    if "boundary_iou_per_class" in result:
-        columns.append(("BIoU", result["boundary_iou_per_class"]))
-    if "bf_per_class" in result:
-        columns.append(("BF", result["bf_per_class"]))
+    columns = [("IoU", result.iou)]
+    if result.boundary_iou_per_class is not None:
+        columns.append(("BIoU", result.boundary_iou_per_class))
+    if result.bf_per_class is not None:
+        columns.append(("BF", result.bf_per_class))
     width = max(12, *(len(n) for n in class_names))
     header = f"{'class':<{width}}" + "".join(f"  {name:>7}" for name, _ in columns)
     rule = "-" * len(header)
@@ -37,15 +38,20 @@ def results_table(class_names: Sequence[str], result: Mapping[str, Any], title: 
     for i, name in enumerate(class_names):
         lines.append(f"{name:<{width}}" + "".join(f"  {_cell(float(v[i])):>7}" for _, v in columns))
     lines.append(rule)
-    per_class = {"mIoU": "iou", "boundary_iou": "boundary_iou_per_class", "bf": "bf_per_class"}
-    summary = [("mIoU", result["mIoU"]), ("pixel acc", result["pixel_acc"])]
-    summary += [(k, result[k]) for k in ("boundary_iou", "bf") if k in result]
-    summary += [(k, v) for k, v in result.items() if k.startswith("trimap_iou@")]
+    # (label, mean, the per-class scores it averages or None)
+    summary: list[tuple[str, Any, Any]] = [
+        ("mIoU", result.miou, result.iou),
+        ("pixel acc", result.pixel_acc, None),
+    ]
+    if result.boundary_iou is not None:
+        summary.append(("boundary_iou", result.boundary_iou, result.boundary_iou_per_class))
+    if result.bf is not None:
+        summary.append(("bf", result.bf, result.bf_per_class))
+    summary += [(f"trimap_iou@{w}", v, None) for w, v in result.trimap.items()]
     left_out: set[str] = set()
-    for key, value in summary:
+    for key, value, scores in summary:
         line = f"{key:<{width}}  {_cell(float(value)):>7}"
-        if key in per_class:
-            scores = result[per_class[key]]
+        if scores is not None:
             missing = [n for n, v in zip(class_names, scores, strict=True) if _nan(v)]
             if missing:
                 line += f"  over {len(class_names) - len(missing)} of {len(class_names)} classes*"

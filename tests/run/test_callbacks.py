@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+from cheeger.metrics.results import StageResult
 from cheeger.models.heads import SegmentationHead, upsample_logits
 from cheeger.module import SegmentationModule
 from cheeger.run.callbacks import PredictionPanel, SummaryPlots, peak_memory_mb
@@ -54,12 +55,12 @@ def test_panel_with_spectral_aux_and_summary_plots(compose_train, tmp_path):
     vec = rows[0]["eigenvector 1"].astype(int)
     assert vec.shape == (32, 64, 3)
 
-    module.results["val"] = {
-        "iou": torch.tensor([0.5] * 19),
-        "mIoU": torch.tensor(0.5),
-        "pixel_acc": torch.tensor(0.9),
-        "confmat": torch.eye(19, dtype=torch.long) * 10,
-    }
+    module.results["val"] = StageResult(
+        iou=torch.tensor([0.5] * 19),
+        miou=torch.tensor(0.5),
+        pixel_acc=torch.tensor(0.9),
+        confmat=torch.eye(19, dtype=torch.long) * 10,
+    )
 
     class _Trainer:
         is_global_zero = True
