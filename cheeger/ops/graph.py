@@ -28,10 +28,9 @@ Conventions every op in ``cheeger.ops`` relies on:
 Cost. Every op is linear in B N K, padding included: K is the largest degree,
 so one hub inflates every row (see ``symmetrize(max_degree=...)``). Matrix
 products go through torch's CSR kernels (a fixed degree makes the CSR row
-pointer an arithmetic progression, so nothing is sorted); on a 2-core CPU they
-were 3x (N = 1k) to 20x (N = 4k) faster than a gather of the (N, K, m)
-neighbour block, and the custom backward 6-30x faster than torch's CSR autograd
-(experiments/results/bench_ops.md).
+pointer an arithmetic progression, so nothing is sorted), with a custom backward;
+their speed against a gather of the (N, K, m) neighbour block, torch's CSR autograd
+and scipy is measured in experiments/results/bench_ops.md (experiments/bench_ops.py).
 """
 
 from __future__ import annotations

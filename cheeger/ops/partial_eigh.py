@@ -38,26 +38,14 @@ same graph again (a fixed image across optimisation steps); the spectral head do
 use it, because each training step builds the graphs of a different batch of images,
 for which the last step's block is no better a start than a random one.
 
-Why this algorithm (measured, 2-core CPU shared with other jobs, 1 thread, float32,
-k = 16, kNN graph of C = 64 features, k_nn = 16 capped at degree 32):
-
-==================  ====================  ===================  ==================
-graph (N)           Chebyshev (this)      own batched LOBPCG   scipy eigsh
-==================  ====================  ===================  ==================
-random (4,096)      0.10 s, 1,493 prods   0.44 s, 1,104 prods  0.10 s
-clustered (4,096)   0.03 s,   648 prods   0.27 s, 1,008 prods  0.07 s
-random (16,384)     0.53 s, 1,857 prods   2.42 s, 1,416 prods  0.60 s
-clustered (16,384)  0.15 s,   648 prods   2.54 s, 1,896 prods  0.35 s
-==================  ====================  ===================  ==================
-
-("prods": products L x counted per column.) LOBPCG needs somewhat fewer products on
-the random graphs, but each of its iterations orthonormalises and projects a 3m-column
-basis of length N for m products, and that dense work made it 4-5x slower than the
-filter, which spends almost all of its time in sparse products (m columns at once,
-accumulated in place by ``addmm_``) and does one m-column Rayleigh-Ritz per d products.
-A restarted block Lanczos method carries the same dense cost, (s + 1) m basis columns
-per restart, and was not pursued. The benchmark against eigsh and torch.lobpcg at
-N = 4k-65k is experiments/bench_partial_eigh.py (results/bench_partial_eigh.md).
+Why this algorithm. Its cost is sparse products, m columns at once (accumulated in place
+by ``addmm_``), plus one m-column Rayleigh-Ritz every d products. A block LOBPCG needs
+about as many products but orthonormalises and projects a 3m-column basis per
+iteration, and that dense work made it 4-5x slower; a restarted block Lanczos method
+carries the same dense cost and was not pursued. The measured comparison with LOBPCG is
+in docs/spectral_head.md ("Why a filtered block iteration"), the benchmark against
+scipy's eigsh and torch.lobpcg in experiments/results/bench_partial_eigh.md
+(experiments/bench_partial_eigh.py).
 
 Non-convergence within ``max_iter`` iterations: ``on_fail="warn"`` (a RuntimeWarning
 naming the residual reached), ``"raise"`` (:class:`PartialEighNotConverged`) or
