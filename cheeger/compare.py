@@ -38,7 +38,7 @@ from scipy import stats
 
 from cheeger.run import keys
 from cheeger.run.report import _pyplot, _save
-from cheeger.run.runner import FINAL_METRICS_FILE
+from cheeger.run.runner import FINAL_METRICS_FILE, load_final_metrics
 from cheeger.run.wandb_offline import offline_runs, read_offline_run
 
 CURVES = (keys.metric("val", keys.MIOU), keys.metric("val", keys.BOUNDARY_IOU))
@@ -85,7 +85,7 @@ def load_run(directory: str | Path, curves: Sequence[str] = CURVES) -> RunData:
     metrics_path = directory / FINAL_METRICS_FILE
     if not metrics_path.is_file():
         raise RunDirError(f"{metrics_path}: missing (the run failed or has not finished)")
-    raw = _read(metrics_path, json.loads)
+    raw = _load(metrics_path, lambda _: load_final_metrics(directory))
     if not isinstance(raw, dict):
         raise RunDirError(f"{metrics_path}: expected a JSON object of metrics, found {raw!r}")
     metrics = {str(k): math.nan if v is None else float(v) for k, v in raw.items()}
@@ -94,7 +94,7 @@ def load_run(directory: str | Path, curves: Sequence[str] = CURVES) -> RunData:
     overrides = _read_yaml(directory / ".hydra" / "overrides.yaml")
     if overrides is None:
         job = directory / "job.json"  # a multirun job (cheeger.run.sweep_summary)
-        overrides = _read(job, json.loads).get("overrides", []) if job.is_file() else []
+        overrides = _load(job, _text(json.loads)).get("overrides", []) if job.is_file() else []
     if not isinstance(overrides, list):
         raise RunDirError(f"{directory / '.hydra/overrides.yaml'}: expected a list of overrides")
     config = config if isinstance(config, dict) else {}
@@ -119,7 +119,7 @@ def read_curves(directory: Path, names: Sequence[str]) -> dict[str, list[tuple[f
     """
     path = directory / "metrics.csv"
     if path.is_file():
-        rows = _read(path, lambda text: list(csv.DictReader(text.splitlines())))
+        rows = _load(path, _text(lambda text: list(csv.DictReader(text.splitlines()))))
         curves = {}
         for name in names:
             points = []
@@ -181,8 +181,8 @@ def _run_dirs(path: Path) -> list[Path]:
 def assign_variants(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
     """Group runs with the same overrides (``seed`` aside) and label each group.
 
-    The label is the overrides the group does not share with every run, or its head
-    variant when that says more, or ``(shared overrides)``.
+    The label is the overrides the group does not share with every run; a group with
+    none of its own is labelled by its head variant, else ``(shared overrides)``.
     """
     groups: dict[tuple[str, ...], list[RunData]] = {}
     for run in runs:
@@ -568,22 +568,21 @@ def _finite(values: Iterable[float]) -> list[float]:
     return [v for v in values if not math.isnan(v)]
 
 
-def _read(path: Path, parse):
+def _load(path: Path, load):
+    """``load(path)``; any failure to read or parse is a RunDirError naming the file."""
     try:
-        return parse(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as error:
+        return load(path)
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error, yaml.YAMLError) as error:
         raise RunDirError(f"{path}: cannot be read ({type(error).__name__}: {error})") from error
 
 
+def _text(parse):
+    """A loader that parses a file's text."""
+    return lambda path: parse(path.read_text())
+
+
 def _read_yaml(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return _read(path, yaml.safe_load)
-    except RunDirError:
-        raise
-    except yaml.YAMLError as error:
-        raise RunDirError(f"{path}: not valid YAML ({error})") from error
+    return _load(path, _text(yaml.safe_load)) if path.is_file() else None
 
 
 def _is_seed(override: str) -> bool:

@@ -136,7 +136,7 @@ class SegmentationModule(L.LightningModule):
         # Image-weighted epoch means of the val/test loss terms, by logged name; created on
         # first use (the term names are the loss's), on the loss's device.
         self.loss_means: dict[str, WeightedMean] = {}
-        # Filled by on_*_epoch_end: the last computed {"mIoU", "pixel_acc", "iou"} per stage.
+        # Filled by on_*_epoch_end: the last epoch's scores per stage.
         self.results: dict[str, StageResult] = {}
         # Samples skipped by dataset.skip_bad: in the running epoch (a stage's entry
         # exists once a batch came from a skipping loader) and in the last finished one.

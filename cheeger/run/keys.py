@@ -55,11 +55,11 @@ def loss_term(stage: str, term: str) -> str:
     return f"{stage}/{LOSS}/{term}"
 
 
-def class_iou(stage: str, class_name: str) -> str:
-    return f"{stage}/iou/{class_name}"
-
-
 CLASS_IOU_INFIX = "/iou/"
+
+
+def class_iou(stage: str, class_name: str) -> str:
+    return f"{stage}{CLASS_IOU_INFIX}{class_name}"
 
 
 def trimap(stage: str, width: int) -> str:

@@ -191,25 +191,6 @@ def plot_confusion(
     return _save(fig, path)
 
 
-def plot_trimap_curve(
-    curves: Mapping[str, Mapping[int, float]], path: str | Path, title: str
-) -> Path:
-    """Trimap mIoU against band width, one line per run/head."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for label, curve in curves.items():
-        widths = sorted(curve)
-        ax.plot(widths, [curve[w] for w in widths], marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("trimap width (px)")
-    ax.set_ylabel("mIoU inside the band")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
