@@ -29,7 +29,7 @@ from cheeger.data.datamodule import SegmentationDataModule
 from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import median_frequency_weights
-from cheeger.losses.base import SegmentationLoss
+from cheeger.losses.base import LossValue, SegmentationLoss
 from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
 from cheeger.metrics.edges import EdgeAUC
 from cheeger.metrics.iou import SegmentationIoU
@@ -76,8 +76,8 @@ class SegmentationModule(L.LightningModule):
             (validation, test, predict), e.g. the fixed ``ImageDiffusion`` control; None:
             the head's logits as they are.
 
-    Logged per stage: ``loss``, ``loss/<term>`` (for a loss with ``last_terms``, such
-    as ``CompositeLoss``), ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
+    Logged per stage: ``loss``, ``loss/<term>`` (the terms ``loss_fn.evaluate`` returns,
+    for a ``CompositeLoss``), ``mIoU``, ``pixel_acc``, ``iou/<class>``; on val and
     test also ``boundary_iou``, ``bf`` and ``trimap_iou@<w>`` for each width.
 
     Bad samples left out by ``dataset.skip_bad`` (``cheeger.data.skipping``): counted
@@ -259,7 +259,7 @@ class SegmentationModule(L.LightningModule):
             # metrics are still computed, the loss is not logged for this stage.
             loss = None
         else:
-            loss = self.loss_fn(logits, mask, aux or {})
+            loss = self.loss_fn.evaluate(logits, mask, aux or {})
         pred = logits.detach().argmax(dim=1)
         self.metrics[f"{stage}_iou"].update(pred, mask)
         if stage != "train":
@@ -269,9 +269,10 @@ class SegmentationModule(L.LightningModule):
                 self.metrics[f"{stage}_edge_auc"].update(aux["graph"], mask, aux["graph_size"])
         elif aux is not None:
             self._log_spectral(aux, image.shape[0])
-        if loss is not None:
-            self._log_loss(stage, loss, image.shape[0])
-        return loss, pred
+        if loss is None:
+            return None, pred
+        self._log_loss(stage, loss, image.shape[0])
+        return loss.total, pred
 
     def _log_spectral(self, aux: Mapping[str, Any], batch_size: int) -> None:
         """Per-step diagnostics of a spectral head: solver iterations and eigen-residual,
@@ -293,11 +294,9 @@ class SegmentationModule(L.LightningModule):
                 value = value if isinstance(value, Tensor) else float(value)
                 self.log(name, value, on_step=True, batch_size=batch_size)
 
-    def _log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
-        # A CompositeLoss keeps each term's unweighted value of this call.
-        terms = self.loss_fn.last_terms
-        values = {keys.metric(stage, keys.LOSS): loss}
-        values.update({keys.loss_term(stage, n): v for n, v in terms.items()})
+    def _log_loss(self, stage: str, loss: LossValue, batch_size: int) -> None:
+        values = {keys.metric(stage, keys.LOSS): loss.total}
+        values.update({keys.loss_term(stage, n): v for n, v in loss.terms.items()})
         if stage == "train":
             # Per step and per rank: the epoch value is this rank's mean (equal batch counts).
             for name, value in values.items():

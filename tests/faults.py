@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from cheeger.losses.base import SegmentationLoss
+from cheeger.losses.base import LossValue, SegmentationLoss
 
 
 class StallAtStep(L.Callback):
@@ -96,18 +96,20 @@ class PoisonedLoss(SegmentationLoss):
         self.loss.set_step(step)
 
     def forward(self, logits: Tensor, target: Tensor, aux: dict) -> Tensor:
-        value = self.loss(logits, target, aux)
-        self.last_terms = self.loss.last_terms
+        return self.evaluate(logits, target, aux).total
+
+    def evaluate(self, logits: Tensor, target: Tensor, aux: dict) -> LossValue:
+        value, terms = self.loss.evaluate(logits, target, aux)
         if not torch.is_grad_enabled():
-            return value
+            return LossValue(value, terms)
         call, self.calls = self.calls, self.calls + 1
         if call not in self.poison:
-            return value
+            return LossValue(value, terms)
         if self.how == "loss":
-            return value * float("nan")
+            return LossValue(value * float("nan"), terms)
         if self.parameter is None:
             raise ValueError("PoisonedLoss(how='grad') needs .parameter set to a model parameter")
-        return value + torch.sqrt(self.parameter - self.parameter).sum()
+        return LossValue(value + torch.sqrt(self.parameter - self.parameter).sum(), terms)
 
 
 def kill_at_marker(process: subprocess.Popen, marker: Path, timeout: float = 240.0) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from cheeger.data.classes import IGNORE_INDEX
-from cheeger.losses.base import SegmentationLoss
+from cheeger.losses.base import LossValue, SegmentationLoss
 
 TERM_KEYS = ("loss", "weight", "warmup_steps", "start_step")
 
@@ -100,12 +100,12 @@ class CompositeLoss(SegmentationLoss):
 
     Every term is evaluated at every step, also while its weight is 0 (before
     ``start_step``), so its value is logged and a missing auxiliary fails at once.
-    ``last_terms`` holds each term's unweighted value from the last call
-    (detached). The step comes from ``set_step`` (SegmentationModule calls it
-    before each training step) and is saved in the state dict, so a resumed or
-    evaluated model weighs its terms as training last did. Class weights from
-    the data (``class_weights: median_frequency``) reach every member that asks
-    for them.
+    ``evaluate`` returns the total with each term's unweighted value (detached);
+    ``forward`` returns the total alone. The step comes from ``set_step``
+    (SegmentationModule calls it before each training step) and is saved in the
+    state dict, so a resumed or evaluated model weighs its terms as training last
+    did. Class weights from the data (``class_weights: median_frequency``) reach
+    every member that asks for them.
     """
 
     def __init__(
@@ -136,7 +136,6 @@ class CompositeLoss(SegmentationLoss):
                 raise ValueError(f"loss.terms: {name!r} cannot name a term ({error})") from None
             self.schedules[name] = _schedule(name, spec)
         self.step = 0
-        self.last_terms: dict[str, Tensor] = {}
 
     # ---------------------------------------------------------------- step
     @property
@@ -171,6 +170,9 @@ class CompositeLoss(SegmentationLoss):
 
     # -------------------------------------------------------------- forward
     def forward(self, logits: Tensor, target: Tensor, aux: dict | None = None) -> Tensor:
+        return self.evaluate(logits, target, aux).total
+
+    def evaluate(self, logits: Tensor, target: Tensor, aux: dict | None = None) -> LossValue:
         total = logits.sum() * 0.0
         values: dict[str, Tensor] = {}
         for name, weight in self.weights().items():
@@ -182,5 +184,4 @@ class CompositeLoss(SegmentationLoss):
             # Skipped rather than multiplied by 0, so a non-finite idle term cannot leak.
             if weight > 0:
                 total = total + weight * value
-        self.last_terms = values
-        return total
+        return LossValue(total, values)

@@ -58,9 +58,11 @@ def test_weighted_sum_with_warmup_and_term_values():
     for step, total in expected.items():
         loss.set_step(step)
         assert loss(logits, None).item() == pytest.approx(total)
+        value, terms = loss.evaluate(logits, None)
+        assert value.item() == pytest.approx(total)
         # the logged values are the terms themselves, unweighted and detached
-        assert {k: v.item() for k, v in loss.last_terms.items()} == {"a": 2.0, "b": 10.0}
-        assert not any(v.requires_grad for v in loss.last_terms.values())
+        assert {k: v.item() for k, v in terms.items()} == {"a": 2.0, "b": 10.0}
+        assert not any(v.requires_grad for v in terms.values())
     loss.set_step(3)
     assert loss.weights() == {"a": 1.0, "b": 0.125}
 
@@ -83,7 +85,7 @@ def test_ce_plus_half_lovasz_by_hand():
         ignore_index=255,
     )
     assert loss(logits, target).item() == pytest.approx(ce + 0.5 * lovasz)
-    assert loss.last_terms["lovasz"].item() == pytest.approx(lovasz)
+    assert loss.evaluate(logits, target).terms["lovasz"].item() == pytest.approx(lovasz)
 
 
 def test_factories_get_the_arguments_they_take():
@@ -137,7 +139,8 @@ def test_idle_term_cannot_poison_the_total():
         }
     )
     logits = torch.zeros(1, 2, 2, 2, requires_grad=True)
-    assert loss(logits, None).item() == 1.0 and math.isnan(loss.last_terms["b"].item())
+    value, terms = loss.evaluate(logits, None)
+    assert value.item() == 1.0 and math.isnan(terms["b"].item())
 
 
 def test_missing_auxiliary_names_term_and_head():
