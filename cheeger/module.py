@@ -2,9 +2,10 @@
 
 ``SegmentationModule`` does not know which head it drives: any
 ``SegmentationHead`` (``features, size -> logits, aux``) slots in, and the loss
-receives the head's auxiliaries. Metrics are ``SegmentationIoU`` objects (one
-per stage) whose confusion-matrix states are summed across processes, so
-``val/mIoU`` is the dataset mIoU under any data-parallel strategy. The val/test
+receives the head's auxiliaries. Each stage's metrics are one ``StageMetrics``
+(a torchmetrics ``MetricCollection`` computed into a ``StageResult``) whose count
+states are summed across processes, so ``val/mIoU`` is the dataset mIoU under any
+data-parallel strategy. The val/test
 losses are image-weighted means kept in summed states as well (``WeightedMean``):
 Lightning's own epoch reduction divides the image count by the world size in
 integer arithmetic, which is wrong when ranks hold different numbers of images.
@@ -30,9 +31,7 @@ from cheeger.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from cheeger.data.skipping import SKIPPED_KEY, SkippedSample, skip_report
 from cheeger.data.statistics import median_frequency_weights
 from cheeger.losses.base import LossValue, SegmentationLoss
-from cheeger.metrics.boundary import BFScore, BoundaryIoU, TrimapIoU
-from cheeger.metrics.edges import EdgeAUC
-from cheeger.metrics.iou import SegmentationIoU
+from cheeger.metrics.collection import StageMetrics
 from cheeger.metrics.mean import WeightedMean
 from cheeger.metrics.results import StageResult
 from cheeger.models.auxiliaries import Auxiliaries
@@ -120,19 +119,21 @@ class SegmentationModule(L.LightningModule):
         )
         self.inference = inference
         self.postprocess = postprocess
-        # ModuleDict keys may not shadow nn.Module attributes such as `train`.
-        self.metrics = nn.ModuleDict(
-            {f"{stage}_iou": SegmentationIoU(num_classes, ignore_index) for stage in STAGES}
-        )
         # Boundary metrics only where they are read (val, test): they cost a few poolings.
-        for stage in ("val", "test"):
-            self.metrics[f"{stage}_boundary_iou"] = BoundaryIoU(
-                num_classes, dilation_ratio, ignore_index
-            )
-            self.metrics[f"{stage}_bf"] = BFScore(num_classes, bf_tolerance, ignore_index)
-            self.metrics[f"{stage}_trimap"] = TrimapIoU(num_classes, trimap_widths, ignore_index)
-            # Graph quality of heads with a pixel graph (updated only when aux has one).
-            self.metrics[f"{stage}_edge_auc"] = EdgeAUC(ignore_index)
+        # (ModuleDict keys may not shadow nn.Module attributes such as `train`.)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_metrics": StageMetrics(
+                    num_classes,
+                    ignore_index,
+                    boundaries=stage != "train",
+                    dilation_ratio=dilation_ratio,
+                    bf_tolerance=bf_tolerance,
+                    trimap_widths=trimap_widths,
+                )
+                for stage in STAGES
+            }
+        )
         # Image-weighted epoch means of the val/test loss terms, by logged name; created on
         # first use (the term names are the loss's), on the loss's device.
         self.loss_means: dict[str, WeightedMean] = {}
@@ -261,13 +262,8 @@ class SegmentationModule(L.LightningModule):
         else:
             loss = self.loss_fn.evaluate(logits, mask, aux or {})
         pred = logits.detach().argmax(dim=1)
-        self.metrics[f"{stage}_iou"].update(pred, mask)
-        if stage != "train":
-            for kind in ("boundary_iou", "bf", "trimap"):
-                self.metrics[f"{stage}_{kind}"].update(pred, mask)
-            if aux is not None and "graph" in aux and "graph_size" in aux:
-                self.metrics[f"{stage}_edge_auc"].update(aux["graph"], mask, aux["graph_size"])
-        elif aux is not None:
+        self.stage_metrics(stage).update(pred, mask, aux)
+        if stage == "train" and aux is not None:
             self._log_spectral(aux, image.shape[0])
         if loss is None:
             return None, pred
@@ -368,48 +364,32 @@ class SegmentationModule(L.LightningModule):
                 self.log(name, mean.compute().float())
                 mean.reset()
 
+    def stage_metrics(self, stage: str) -> StageMetrics:
+        """The metrics that ``stage`` ('train', 'val' or 'test') updates."""
+        return self.metrics[f"{stage}_metrics"]
+
     def _log_epoch_metrics(self, stage: str) -> None:
-        metric = self.metrics[f"{stage}_iou"]
-        if not metric.update_called:
+        metrics = self.stage_metrics(stage)
+        if not metrics.update_called:
             return
-        # compute() syncs the confusion matrix across ranks: every rank logs the same value.
-        scores = {k: v.detach().cpu() for k, v in metric.compute().items()}
-        result = StageResult(
-            iou=scores["iou"],
-            miou=scores["mIoU"],
-            pixel_acc=scores["pixel_acc"],
-            confmat=metric.confmat.detach().cpu().clone(),
-        )
-        metric.reset()
+        # compute() syncs the count states across ranks: every rank logs the same values.
+        result = metrics.compute()
+        metrics.reset()
         self.results[stage] = result
         self.log(keys.metric(stage, keys.MIOU), result.miou.float(), prog_bar=stage == "val")
         self.log(keys.metric(stage, keys.PIXEL_ACC), result.pixel_acc.float())
         for name, iou in zip(self.class_names, result.iou.tolist(), strict=True):
             if not math.isnan(iou):
                 self.log(keys.class_iou(stage, name), iou)
-        if stage == "train":
-            return
-        boundary = self._compute(f"{stage}_{keys.BOUNDARY_IOU}")
-        result.boundary_iou, result.boundary_iou_per_class = boundary["mean"], boundary["per_class"]
-        bf = self._compute(f"{stage}_{keys.BF}")
-        result.bf, result.bf_per_class = bf["mean"], bf["per_class"]
-        self.log(keys.metric(stage, keys.BOUNDARY_IOU), result.boundary_iou.float(), prog_bar=True)
-        self.log(keys.metric(stage, keys.BF), result.bf.float())
-        result.trimap = self._compute(f"{stage}_trimap")
+        if result.boundary_iou is not None:
+            self.log(
+                keys.metric(stage, keys.BOUNDARY_IOU), result.boundary_iou.float(), prog_bar=True
+            )
+            self.log(keys.metric(stage, keys.BF), result.bf.float())
         for width, value in result.trimap.items():
             self.log(keys.trimap(stage, width), value.float())
-        if self.metrics[f"{stage}_edge_auc"].update_called:
-            result.edge_auc = self._compute(f"{stage}_edge_auc")
+        if result.edge_auc is not None:
             self.log(keys.metric(stage, keys.EDGE_AUC), result.edge_auc.float())
-
-    def _compute(self, name: str):
-        """One metric's epoch value(s), on the CPU, and the metric reset."""
-        metric = self.metrics[name]
-        value = metric.compute()
-        metric.reset()
-        if isinstance(value, dict):
-            return {k: v.detach().cpu() for k, v in value.items()}
-        return value.detach().cpu()
 
     def on_train_epoch_end(self) -> None:
         self._end_epoch("train")

@@ -145,4 +145,4 @@ def test_eval_inference_with_a_loss_on_the_head_graph(mode, compose_train):
     assert pred.shape == (2, 16, 32)
     # Whole images keep the head's graph for the Rayleigh term; stitched windows cannot.
     assert (loss is not None) == (mode == "whole")
-    assert module.metrics["val_iou"].update_called
+    assert module.stage_metrics("val").update_called

@@ -258,7 +258,10 @@ def bf_from_stats(stats: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class BoundaryIoU(Metric):
-    """Dataset-level semantic Boundary IoU (module doc); ``compute`` -> {mean, per_class}."""
+    """Dataset-level semantic Boundary IoU (module doc).
+
+    ``compute`` -> {``boundary_iou``: mean, ``boundary_iou_per_class``: (C,)}.
+    """
 
     full_state_update = False
     higher_is_better = True
@@ -287,11 +290,14 @@ class BoundaryIoU(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         mean, per_class = boundary_iou_from_stats(self.intersection.cpu(), self.union.cpu())
-        return {"mean": mean, "per_class": per_class}
+        return {"boundary_iou": mean, "boundary_iou_per_class": per_class}
 
 
 class BFScore(Metric):
-    """Dataset-level boundary F1 with a pixel ``tolerance``; ``compute`` -> {mean, per_class}."""
+    """Dataset-level boundary F1 with a pixel ``tolerance``.
+
+    ``compute`` -> {``bf``: mean, ``bf_per_class``: (C,)}.
+    """
 
     full_state_update = False
     higher_is_better = True
@@ -309,11 +315,14 @@ class BFScore(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         mean, per_class = bf_from_stats(self.stats.cpu())
-        return {"mean": mean, "per_class": per_class}
+        return {"bf": mean, "bf_per_class": per_class}
 
 
 class TrimapIoU(Metric):
-    """mIoU inside trimap bands of several widths. ``compute`` -> {width: mIoU}."""
+    """mIoU inside trimap bands of several widths.
+
+    ``compute`` -> {``trimap``: (len(widths),) float64, the mIoU per width in order}.
+    """
 
     full_state_update = False
     higher_is_better = True
@@ -346,8 +355,5 @@ class TrimapIoU(Metric):
             pred, target, self.num_classes, self.widths, self.ignore_index
         )
 
-    def compute(self) -> dict[int, Tensor]:
-        return {
-            w: per_class_iou(cm).nanmean()
-            for w, cm in zip(self.widths, self.confmat.cpu(), strict=True)
-        }
+    def compute(self) -> dict[str, Tensor]:
+        return {"trimap": torch.stack([per_class_iou(cm).nanmean() for cm in self.confmat.cpu()])}

@@ -90,8 +90,8 @@ def binned_auc(same: Tensor, different: Tensor) -> Tensor:
 class EdgeAUC(Metric):
     """Dataset edge AUC of a pixel graph against the labels (module docstring).
 
-    ``update(graph, target, size)``; ``compute()`` -> scalar tensor (NaN before any
-    edge of both kinds was seen).
+    ``update(graph, target, size)``; ``compute()`` -> {``edge_auc``: scalar} (NaN before
+    any edge of both kinds was seen).
     """
 
     full_state_update = False
@@ -112,5 +112,5 @@ class EdgeAUC(Metric):
         self.same += weight_histogram(weight[valid & same], self.bins).to(self.same.device)
         self.different += weight_histogram(weight[valid & ~same], self.bins).to(self.same.device)
 
-    def compute(self) -> Tensor:
-        return binned_auc(self.same.cpu(), self.different.cpu())
+    def compute(self) -> dict[str, Tensor]:
+        return {"edge_auc": binned_auc(self.same.cpu(), self.different.cpu())}

@@ -114,8 +114,9 @@ class SegmentationIoU(Metric):
     """Stateful mIoU / per-class IoU / pixel accuracy over a whole dataset.
 
     ``update(pred, target)`` takes label maps (B, H, W) or logits (B, C, H, W)
-    (argmax over C). ``compute()`` returns a dict with ``mIoU`` (scalar),
-    ``pixel_acc`` (scalar) and ``iou`` ((C,) with NaN for undefined classes).
+    (argmax over C). ``compute()`` returns the ``StageResult`` fields ``miou``
+    (scalar), ``pixel_acc`` (scalar), ``iou`` ((C,) with NaN for undefined classes) and
+    ``confmat`` ((C, C) counts, rows ground truth).
     """
 
     full_state_update = False
@@ -143,7 +144,8 @@ class SegmentationIoU(Metric):
         # Float64 ratios of a CPU copy of the counts: MPS has no float64 (and C x C is small).
         confmat = self.confmat.cpu()
         return {
-            "mIoU": mean_iou(confmat),
+            "miou": mean_iou(confmat),
             "pixel_acc": pixel_accuracy(confmat),
             "iou": per_class_iou(confmat),
+            "confmat": confmat.clone(),
         }

@@ -57,22 +57,22 @@ def test_metric_accumulates_and_separating_graph_scores_one():
     graph = grid_graph(image, 1, 0.5)
     metric = EdgeAUC()
     metric.update(graph, target, (8, 8))
-    assert float(metric.compute()) == pytest.approx(1.0)
+    assert float(metric.compute()["edge_auc"]) == pytest.approx(1.0)
     blind = grid_graph(torch.zeros(2, 3, 8, 8), 1, 0.5)  # all weights equal: all ties
     metric.reset()
     metric.update(blind, target, (8, 8))
-    assert float(metric.compute()) == pytest.approx(0.5)
+    assert float(metric.compute()["edge_auc"]) == pytest.approx(0.5)
     # Labels at a coarser graph's resolution come by nearest-neighbour sampling.
     coarse = grid_graph(image[..., ::2, ::2], 1, 0.5)
     metric.reset()
     metric.update(coarse, target, (4, 4))
-    assert float(metric.compute()) == pytest.approx(1.0)
+    assert float(metric.compute()["edge_auc"]) == pytest.approx(1.0)
 
 
 def test_no_edges_of_one_kind_is_nan():
     metric = EdgeAUC()
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     metric.update(grid_graph(torch.zeros(1, 1, 4, 4), 1, 1.0), target, (4, 4))
-    assert np.isnan(float(metric.compute()))
+    assert np.isnan(float(metric.compute()["edge_auc"]))
     with pytest.raises(ValueError, match="cannot be an"):
         metric.update(grid_graph(torch.zeros(1, 1, 4, 4), 1, 1.0), target, (2, 8 + 1))

@@ -51,8 +51,9 @@ def test_streaming_miou_matches_numpy(seed, device):
     assert metric.confmat.device.type == device
     expected_miou, expected_acc, inter, union = numpy_miou(preds, targets, num_classes)
     out = {key: value.cpu() for key, value in metric.compute().items()}
-    assert out["mIoU"].item() == pytest.approx(expected_miou, abs=1e-12)
+    assert out["miou"].item() == pytest.approx(expected_miou, abs=1e-12)
     assert out["pixel_acc"].item() == pytest.approx(expected_acc, abs=1e-12)
+    assert out["confmat"].sum().item() == sum(int((t != 255).sum()) for t in targets)
     for c in range(num_classes):
         if union[c] == 0:
             assert math.isnan(out["iou"][c].item())
@@ -94,10 +95,10 @@ def test_logits_are_argmaxed_and_ignore_only_pixels_give_nan():
     logits = torch.zeros(1, 3, 2, 2)
     logits[:, 2] = 1.0
     metric.update(logits, torch.full((1, 2, 2), 2))
-    assert metric.compute()["mIoU"].item() == 1.0
+    assert metric.compute()["miou"].item() == 1.0
     empty = SegmentationIoU(3)
     empty.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 255))
-    assert math.isnan(empty.compute()["mIoU"].item())
+    assert math.isnan(empty.compute()["miou"].item())
 
 
 def test_labels_outside_class_set_are_an_error():
@@ -122,4 +123,4 @@ def test_state_is_a_sum_so_merging_equals_one_pass():
     b.update(p[2:], t[2:])
     a.merge_state(b)  # what a cross-process sum does
     assert torch.equal(a.confmat, one.confmat)
-    assert a.compute()["mIoU"].item() == one.compute()["mIoU"].item()
+    assert a.compute()["miou"].item() == one.compute()["miou"].item()
