@@ -35,6 +35,8 @@ from cheeger.metrics.collection import StageMetrics
 from cheeger.metrics.mean import WeightedMean
 from cheeger.metrics.results import StageResult
 from cheeger.models.auxiliaries import Auxiliaries
+from cheeger.models.backbone import Backbone
+from cheeger.models.heads import SegmentationHead
 from cheeger.models.solvers import SpectralInfo
 from cheeger.run import keys
 from cheeger.run.checkpoint import (
@@ -87,8 +89,8 @@ class SegmentationModule(L.LightningModule):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: nn.Module,
+        backbone: Backbone,
+        head: SegmentationHead,
         loss: SegmentationLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
@@ -102,13 +104,19 @@ class SegmentationModule(L.LightningModule):
         postprocess: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        for key, value, kind in (
+            ("model", backbone, Backbone),
+            ("head", head, SegmentationHead),
+            ("loss", loss, SegmentationLoss),
+        ):
+            if not isinstance(value, kind):
+                raise TypeError(
+                    f"{key} must build a {kind.__module__}.{kind.__name__} (the contract "
+                    f"{kind.__module__.replace('.', '/')}.py declares), "
+                    f"found {type(value).__name__}"
+                )
         self.backbone = backbone
         self.head = head
-        if not isinstance(loss, SegmentationLoss):
-            raise TypeError(
-                "loss must be a cheeger.losses.SegmentationLoss (forward(logits, target, aux) "
-                f"plus its declarations, cheeger/losses/base.py), found {type(loss).__name__}"
-            )
         self.loss_fn = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -224,7 +232,7 @@ class SegmentationModule(L.LightningModule):
 
     def check_input_size(self, size: Sequence[int], key: str) -> None:
         """Fail before training when the head cannot take ``size`` images (config ``key``)."""
-        stride = int(getattr(self.backbone, "output_stride", 1))
+        stride = self.backbone.output_stride
         height, width = (int(v) for v in size)
         try:
             self.head.check_sizes((height // stride, width // stride), (height, width))
@@ -236,7 +244,7 @@ class SegmentationModule(L.LightningModule):
     @property
     def input_multiple(self) -> int:
         """Image sizes the backbone accepts are multiples of this (1: any size)."""
-        return int(getattr(self.backbone, "input_multiple", 1))
+        return self.backbone.input_multiple
 
     def _needs_inference(self, image: Tensor) -> bool:
         """Sliding windows, or an image the backbone cannot take as it is (padding)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cheeger.data.classes import IGNORE_INDEX
-from cheeger.data.dataset import SampleError
+from cheeger.data.dataset import SampleError, SampleSource
 from cheeger.data.image_io import (
     files_fingerprint,
     image_size,
@@ -167,7 +167,7 @@ def _missing(root: Path, expected: str, found: str) -> FileNotFoundError:
     )
 
 
-class Cityscapes:
+class Cityscapes(SampleSource):
     """Fine-annotated Cityscapes images of one split, with masks in train ids.
 
     Args:
@@ -183,6 +183,8 @@ class Cityscapes:
 
     ``load(i)`` returns an RGB (H, W, 3) uint8 image and an (H, W) uint8 train-id mask.
     """
+
+    writes_predictions = True
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train") -> None:
         if split not in SPLITS:

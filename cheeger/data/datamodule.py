@@ -180,11 +180,11 @@ class SegmentationDataModule(L.LightningDataModule):
         if split in self.histograms:
             return self.histograms[split]
         dataset = self.dataset(split)
-        fingerprint = getattr(dataset.source, "fingerprint", None)
+        fingerprint = dataset.source.fingerprint() if self.stats_cache else None
         path = None
-        if self.stats_cache and callable(fingerprint):
+        if fingerprint is not None:
             key = {
-                "source": fingerprint(),
+                "source": fingerprint,
                 "num_classes": self.num_classes,
                 "ignore_index": self.ignore_index,
                 "skip_bad": self.skip_bad,
@@ -228,7 +228,7 @@ class SegmentationDataModule(L.LightningDataModule):
         histograms = {split: self.label_histogram(split) for split in splits}
         expected = None
         if "train" in splits:
-            expected = getattr(self.dataset("train").source, "present_train_ids", None)
+            expected = self.dataset("train").source.present_train_ids
         return check_histograms(
             histograms,
             self.class_names,

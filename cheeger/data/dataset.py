@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,12 +29,40 @@ from cheeger.data.skipping import SkippedSample
 from cheeger.ops.checks import check_bool
 
 
-class SampleSource(Protocol):
-    def __len__(self) -> int: ...
+class SampleSource:
+    """Base class of the sample sources (``SyntheticCity``, ``Cityscapes``, ``FolderSource``).
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+    A source implements ``__len__``, ``load(index) -> (image (H, W, 3), mask (H, W))``
+    and ``describe(index) -> str`` (names the sample in errors), and declares what the
+    datamodule and the callbacks may ask of it; the defaults say "not available":
 
-    def describe(self, index: int) -> str: ...
+    * ``present_train_ids``: the classes its training split is known to hold (None:
+      every class is expected);
+    * ``fingerprint() -> dict | None``: what the split's labels depend on, the key of the
+      on-disk label-statistics cache (None: no cache);
+    * ``writes_predictions`` and ``write_prediction(index, pred, out_dir) -> Path``: a
+      prediction file format (PredictionExport writes nothing for other sources).
+    """
+
+    present_train_ids: tuple[int, ...] | None = None
+    writes_predictions: bool = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} must implement __len__")
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} must implement load")
+
+    def describe(self, index: int) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must implement describe")
+
+    def fingerprint(self) -> dict | None:
+        return None
+
+    def write_prediction(self, index: int, pred: np.ndarray, out_dir: str | Path) -> Path:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no prediction file format (writes_predictions=False)"
+        )
 
 
 class SampleError(ValueError):
@@ -157,6 +185,11 @@ class SegmentationDataset(Dataset):
         skip_bad: bool = False,
     ) -> None:
         check_bool("dataset.skip_bad", skip_bad)
+        if not isinstance(source, SampleSource):
+            raise TypeError(
+                "dataset.source must build a cheeger.data.dataset.SampleSource "
+                f"(len, load, describe), found {type(source).__name__}"
+            )
         self.source = source
         self.num_classes = num_classes
         self.transform = transform

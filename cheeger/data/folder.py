@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cheeger.data.dataset import SampleError
+from cheeger.data.dataset import SampleError, SampleSource
 from cheeger.data.image_io import (
     files_fingerprint,
     image_files,
@@ -114,7 +114,7 @@ def split_by_fraction(
     return np.sort(order[cuts[i] : cuts[i + 1]])
 
 
-class ImageMaskFolder:
+class ImageMaskFolder(SampleSource):
     """Image/mask pairs of one split from a folder.
 
     Args:
@@ -136,6 +136,8 @@ class ImageMaskFolder:
     ``load(i)`` returns an RGB (H, W, 3) uint8 image and an (H, W) integer mask;
     ``SegmentationDataset`` then checks sizes and the class set, naming the files.
     """
+
+    writes_predictions = True
 
     def __init__(
         self,

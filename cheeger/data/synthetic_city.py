@@ -68,6 +68,7 @@ import cv2
 import numpy as np
 
 from cheeger.data.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, TRAIN_ID, SegClass, colorize
+from cheeger.data.dataset import SampleSource
 
 ROAD = TRAIN_ID["road"]
 SIDEWALK = TRAIN_ID["sidewalk"]
@@ -167,7 +168,7 @@ def _non_negative_float(name: str, value: object) -> float:
     return number
 
 
-class SyntheticCity:
+class SyntheticCity(SampleSource):
     """Procedural street scenes in the Cityscapes label space, generated per index.
 
     Args:

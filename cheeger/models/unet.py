@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cheeger.models.backbone import Backbone
 from cheeger.ops.checks import check_int
 
 NORMS = ("batch", "group", "instance", "none")
@@ -47,7 +48,7 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class UNet(nn.Module):
+class UNet(Backbone):
     """U-Net feature extractor.
 
     Args:

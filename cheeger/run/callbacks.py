@@ -304,10 +304,11 @@ class SummaryPlots(L.Callback):
 class PredictionExport(L.Callback):
     """Write every val/test prediction as a file in the dataset's own format.
 
-    The source of the split must have ``write_prediction(index, pred, out_dir)``:
+    The split's ``SampleSource`` declares ``writes_predictions`` and implements
+    ``write_prediction(index, pred, out_dir)``:
     Cityscapes writes ``{city}/{stem}_pred_labelIds.png`` in label ids (the official
     evaluator's input), folder datasets ``{stem}.png`` in class ids. Files go to
-    ``out_dir/{split}/``. Sources without it (the synthetic city) export nothing
+    ``out_dir/{split}/``. Other sources (the synthetic city) export nothing
     (said once in the log).
     """
 
@@ -327,8 +328,7 @@ class PredictionExport(L.Callback):
         if trainer.sanity_checking or not isinstance(outputs, dict) or "pred" not in outputs:
             return
         source = trainer.datamodule.dataset(split).source
-        writer = getattr(source, "write_prediction", None)
-        if writer is None:
+        if not source.writes_predictions:
             if not self._told:
                 log.info(
                     "PredictionExport: %s has no prediction file format; nothing exported",
@@ -338,5 +338,5 @@ class PredictionExport(L.Callback):
             return
         preds = outputs["pred"].detach().cpu().numpy()
         for index, pred in zip(batch["index"].tolist(), preds, strict=True):
-            writer(int(index), pred, self.out_dir / split)
+            source.write_prediction(int(index), pred, self.out_dir / split)
         self.written[split] = self.written.get(split, 0) + len(preds)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from cheeger.data.dataset import SampleError, SegmentationDataset
+from cheeger.data.dataset import SampleError, SampleSource, SegmentationDataset
 from cheeger.data.transforms import train_transform
 
 
-class ListSource:
+class ListSource(SampleSource):
     def __init__(self, pairs):
         self.pairs = pairs
 
@@ -98,3 +98,17 @@ def test_seeded_key_needs_a_reseedable_transform():
     assert ds[0]["image"].shape == (3, 8, 12)
     with pytest.raises(TypeError, match="set_random_state"):
         ds[(0, 1)]
+
+
+def test_a_source_outside_the_contract_is_refused_and_defaults_say_not_available():
+    class Pairs:  # len/load/describe, but not a SampleSource
+        def __len__(self):
+            return 1
+
+    with pytest.raises(TypeError, match=r"^dataset.source must build .*SampleSource.*Pairs"):
+        SegmentationDataset(Pairs(), num_classes=3)
+    source = ListSource([pair()])
+    assert source.fingerprint() is None and source.present_train_ids is None
+    assert not source.writes_predictions
+    with pytest.raises(NotImplementedError, match="ListSource has no prediction file format"):
+        source.write_prediction(0, np.zeros((8, 12), np.uint8), ".")
