@@ -198,6 +198,7 @@ class SegmentationDataModule(L.LightningDataModule):
                 self.ignore_index,
                 num_workers=self.num_workers,
                 desc=f"checking {self.name} {split} labels",
+                skip_bad=self.skip_bad,
             )
             if path is not None:
                 write_cached(path, histogram)

@@ -107,6 +107,7 @@ def label_histogram(
     ignore_index: int = IGNORE_INDEX,
     num_workers: int = 0,
     desc: str = "label histogram",
+    skip_bad: bool = False,
 ) -> LabelHistogram:
     """Count the pixels of every sample of ``dataset`` by class (one pass, a progress bar).
 
@@ -116,8 +117,9 @@ def label_histogram(
 
     Raises:
         ValueError: the dataset is empty.
-        SampleError: the first bad sample, naming it, unless ``dataset.skip_bad`` is
-            true (bad samples are then left out and listed in ``skipped``).
+        SampleError: the first bad sample, naming it, unless ``skip_bad`` (the dataset's
+            ``dataset.skip_bad``) is true: bad samples are then left out and listed in
+            ``skipped``.
     """
     if len(dataset) == 0:
         raise ValueError(f"{desc}: the split has no sample")
@@ -134,7 +136,7 @@ def label_histogram(
     bar = tqdm(loader, desc=desc, unit="sample", leave=False, mininterval=1.0, disable=None)
     for item in bar:  # disable=None: no bar when stderr is no terminal (batch logs)
         if isinstance(item, str):
-            if not getattr(dataset, "skip_bad", False):
+            if not skip_bad:
                 raise SampleError(item)
             skipped.append(item)
             continue

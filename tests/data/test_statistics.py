@@ -21,8 +21,8 @@ from cheeger.data.statistics import (
 class Masks:
     """raw(i) -> (None, mask); a mask given as a string is a bad sample with that text."""
 
-    def __init__(self, masks, skip_bad=False):
-        self.masks, self.skip_bad = masks, skip_bad
+    def __init__(self, masks):
+        self.masks = masks
 
     def __len__(self):
         return len(self.masks)
@@ -55,7 +55,7 @@ def test_bad_sample_fails_by_name_or_is_listed_with_skip_bad():
     masks = [*random_masks(3), "folder[test][x] (mask x.png): cannot read the image file"]
     with pytest.raises(SampleError, match=r"folder\[test\]\[x\]"):
         label_histogram(Masks(masks), num_classes=5)
-    histogram = label_histogram(Masks(masks, skip_bad=True), num_classes=5)
+    histogram = label_histogram(Masks(masks), num_classes=5, skip_bad=True)
     assert histogram.samples == 3 and len(histogram.skipped) == 1
     with pytest.raises(ValueError, match="no sample"):
         label_histogram(Masks([]), num_classes=5)
