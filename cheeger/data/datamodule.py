@@ -80,8 +80,9 @@ class SegmentationDataModule(L.LightningDataModule):
         eval_size: optional (height, width) to resize val/test samples to.
         mean, std: image normalisation.
         ignore_index: label never counted.
-        seed: seed of the training order and augmentation (``cheeger.train`` passes the
-            run's ``seed``); None draws one, which checkpoints keep for resuming.
+        seed: seed (an int >= 0) of the training order and augmentation
+            (``cheeger.train`` passes the run's ``seed``, which the config schema checks);
+            None draws one, which checkpoints keep for resuming.
         skip_bad: leave samples with bad data (unreadable file, wrong mask size, label
             outside the class set) out of their batch instead of stopping; the module
             counts them (``{stage}/skipped_samples``) and lists them at each epoch end.
@@ -146,8 +147,6 @@ class SegmentationDataModule(L.LightningDataModule):
         self.stats_cache = stats_cache
         self.datasets: dict[str, SegmentationDataset] = {}
         self.histograms: dict[str, LabelHistogram] = {}
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or an int >= 0, found {seed!r}")
         self.seed = secrets.randbits(31) if seed is None else seed
         # Where the next training loader starts: (epoch, batches of it already consumed).
         self.resume_position = (0, 0)

@@ -15,6 +15,8 @@ from cheeger.train import train
     [
         ("optimizer.lr=0", "optimizer.lr=0 (int): expected a finite number > 0"),
         ("solver.tol=abc", "solver.tol='abc' (str): expected a finite number > 0 or null"),
+        ("seed=-3", "seed=-3 (int): expected an int >= 0 or null"),
+        ("seed=1.5", "seed=1.5 (float): expected an int >= 0 or null"),
     ],
 )
 def test_bad_values_fail_before_training(override, message, compose_train):
