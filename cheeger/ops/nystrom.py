@@ -1,4 +1,4 @@
-"""Nyström normalised-cut embeddings with out-of-sample extension (Fowlkes et al., 2004).
+"""Nyström normalised-cut embeddings (Fowlkes et al., 2004).
 
 The full affinity W_ij = κ(x_i, x_j) over all N nodes (dense, self-affinity κ(x, x) = 1
 included) is never formed. With m landmarks (m << N), let C = κ(X, X_landmarks) be the
@@ -28,15 +28,6 @@ is exact when the landmarks are all the nodes (m = N gives Ŵ = W up to the jitt
 Its cost is O(N m C) for the kernel, O(N m²) for the solve and R, O(m³) for the eigh;
 memory O(N m).
 
-Out-of-sample extension (:func:`nystrom_transform`). For a new point x with landmark
-affinities c(x) (1 x m), its approximate degree is d(x) = c(x) · q with
-q = W_mm⁻¹ Cᵀ 1 (stored at fit), and its embedding is
-
-    v(x) = d(x)^-1/2 c(x) P,   P = Lc⁻ᵀ U diag(μ)^-1/2  (m x k, stored at fit),
-
-the Nyström formula v(x) = (1/μ) Σ_j Ŵ_n(x, j) v_j; for the training features it
-reproduces V. New points do not change the training degrees.
-
 Details.
 
 * Jitter: δ = ``jitter`` x mean(diag W_mm) (= ``jitter`` for kernels with κ(x, x) = 1),
@@ -46,8 +37,7 @@ Details.
 * Degrees: a Nyström degree estimate can be too small (even negative) for a point that
   the landmarks represent poorly. Since κ >= 0, the true degree (a sum over all N
   training nodes) is at least the sum over the landmarks alone, c(x) · 1, and estimates
-  are raised to that bound. It is a function of the row c(x) only, so training and new
-  points are treated alike.
+  are raised to that bound.
 * Kernels: "gaussian" exp(-|x - y|² / (2 σ²)) and "cosine" (1 + cos(x, y)) / 2, both
   positive semi-definite with κ(x, x) = 1. The clamped cosine max(cos, 0) of
   ``cheeger.ops.affinity`` is not PSD, so W_mm⁻¹ would not define an approximation.
@@ -55,13 +45,12 @@ Details.
   autograd in ``features`` and ``sigma``; the landmark choice is not (integer data).
   The eigenvector gradient uses the bounded modes of ``cheeger.ops.eigh`` (``backward``).
 * Signs: each returned eigenvector is flipped so that its largest-magnitude entry is
-  positive (the convention of ``cheeger.ops.eigh``), and P with it.
+  positive (the convention of ``cheeger.ops.eigh``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
@@ -80,27 +69,17 @@ _MAX_JITTER_RETRIES = 6
 
 
 class NystromFit(NamedTuple):
-    """The state of a Nyström fit; every tensor keeps its autograd history.
+    """The result of a Nyström fit; every tensor keeps its autograd history.
 
     Attributes:
         eigenvalues: (B, k) ascending, 1 - μ, eigenvalues of I - D^-1/2 Ŵ D^-1/2.
         eigenvectors: (B, N, k) orthonormal columns.
         landmark_index: int64 (B, m), the landmark nodes.
-        landmarks: (B, m, C), their features.
-        degree_weights: (B, m), q = W_mm⁻¹ Cᵀ 1, so that d(x) = κ(x, landmarks) · q.
-        projection: (B, m, k), P = Lc⁻ᵀ U diag(μ)^-1/2 (signs folded in).
-        sigma: the bandwidth, () or (B,) (None for the cosine kernel).
-        kernel: "gaussian" or "cosine".
     """
 
     eigenvalues: Tensor
     eigenvectors: Tensor
     landmark_index: Tensor
-    landmarks: Tensor
-    degree_weights: Tensor
-    projection: Tensor
-    sigma: Tensor | None
-    kernel: str
 
 
 # --------------------------------------------------------------------------- landmarks
@@ -208,7 +187,7 @@ def kernel_matrix(
     return torch.exp(-squared / (2.0 * scale * scale))
 
 
-# --------------------------------------------------------------------------- fit and transform
+# --------------------------------------------------------------------------- fit
 
 
 def _cholesky_with_jitter(matrix: Tensor, jitter: float) -> Tensor:
@@ -232,12 +211,6 @@ def _bounded_degrees(cross: Tensor, estimate: Tensor) -> Tensor:
     """max(estimate, c(x) · 1, tiny): the landmark row sum bounds every true degree below."""
     floor = cross.sum(-1, keepdim=True).clamp_min(float(torch.finfo(cross.dtype).tiny))
     return torch.maximum(estimate, floor)
-
-
-def _embed(cross: Tensor, degree_weights: Tensor, projection: Tensor) -> Tensor:
-    """d(x)^-1/2 c(x) P for the rows c(x) of ``cross`` (B, n, m)."""
-    degrees = _bounded_degrees(cross, cross @ degree_weights.unsqueeze(-1))  # (B, n, 1)
-    return (cross @ projection) * torch.rsqrt(degrees)
 
 
 def nystrom_fit(
@@ -308,24 +281,8 @@ def nystrom_fit(
     mu, rotation = eigh(gram, k=k, largest=True, backward=backward, eps=eps, sign=None)
     inverse_root = torch.rsqrt(mu.clamp_min(float(torch.finfo(mu.dtype).tiny))).unsqueeze(-2)
     eigenvectors = (normalised @ rotation) * inverse_root  # V = G U μ^-1/2
-    flips = _sign_flips(eigenvectors)
-    eigenvectors = eigenvectors * flips
-    projection = torch.linalg.solve_triangular(
-        factor.transpose(-1, -2), rotation * inverse_root * flips, upper=True
-    )  # P = Lc⁻ᵀ U μ^-1/2
-    degree_weights = torch.linalg.solve_triangular(
-        factor.transpose(-1, -2), column_sums, upper=True
-    ).squeeze(-1)  # q = Lc⁻ᵀ Lc⁻¹ Cᵀ 1
-    return NystromFit(
-        eigenvalues=1.0 - mu,
-        eigenvectors=eigenvectors,
-        landmark_index=index,
-        landmarks=landmark_features,
-        degree_weights=degree_weights,
-        projection=projection,
-        sigma=sigma,
-        kernel=kernel,
-    )
+    eigenvectors = eigenvectors * _sign_flips(eigenvectors)
+    return NystromFit(eigenvalues=1.0 - mu, eigenvectors=eigenvectors, landmark_index=index)
 
 
 def _landmark_index(
@@ -357,110 +314,6 @@ def _sign_flips(vectors: Tensor) -> Tensor:
     canonical = canonicalize_eigenvector_signs(detached)
     flips = torch.where((canonical * detached).sum(-2, keepdim=True) < 0, -1.0, 1.0)
     return flips.to(vectors.dtype)
-
-
-def nystrom_transform(fit: NystromFit, features: Tensor) -> Tensor:
-    """Embed (new) points with a fit: v(x) = d(x)^-1/2 κ(x, landmarks) P.
-
-    Args:
-        fit: from :func:`nystrom_fit` with batch size B_fit.
-        features: (B, N', C) with B = B_fit, or any B when B_fit = 1 (one reference fit
-            applied to many images); the dtype of the fit.
-
-    Returns:
-        (B, N', k); equals ``fit.eigenvectors`` (up to rounding) for the training
-        features. A new point's degree is its affinity to the N training nodes (no
-        self-loop: it does not join the graph). Differentiable in ``features`` and in
-        every tensor of ``fit``. Memory O(B N' m).
-    """
-    check_features(features)
-    landmarks = fit.landmarks
-    if features.shape[-1] != landmarks.shape[-1]:
-        raise ValueError(
-            f"features must have C = {landmarks.shape[-1]} channels like the fit, "
-            f"found {features.shape[-1]}"
-        )
-    if features.dtype != landmarks.dtype:
-        raise ValueError(
-            f"features must have the fit's dtype {landmarks.dtype}, found {features.dtype}"
-        )
-    batch = features.shape[0]
-    fit_batch = landmarks.shape[0]
-    if fit_batch not in (1, batch):
-        raise ValueError(
-            f"features must have batch size B = {fit_batch} like the fit (or the fit B = 1), "
-            f"found {batch}"
-        )
-    degree_weights, projection, sigma = fit.degree_weights, fit.projection, fit.sigma
-    if fit_batch != batch:
-        landmarks = landmarks.expand(batch, -1, -1)
-        degree_weights = degree_weights.expand(batch, -1)
-        projection = projection.expand(batch, -1, -1)
-        if sigma is not None and sigma.dim() == 1:
-            sigma = sigma.expand(batch)
-    cross = kernel_matrix(features, landmarks, fit.kernel, sigma)
-    return _embed(cross, degree_weights, projection)
-
-
-# --------------------------------------------------------------------------- stateful shell
-
-
-@dataclass
-class NystromEmbedding:
-    """Thin stateful wrapper: options at construction, ``fit`` stores a :class:`NystromFit`.
-
-    Example:
-        >>> import torch
-        >>> x = torch.randn(1, 200, 8, dtype=torch.float64)
-        >>> embedding = NystromEmbedding(num_landmarks=32, k=4, sigma=2.0).fit(x)
-        >>> embedding.transform(x[:, :10]).shape, embedding.eigenvalues.shape
-        (torch.Size([1, 10, 4]), torch.Size([1, 4]))
-    """
-
-    num_landmarks: int
-    k: int
-    kernel: NystromKernel = "gaussian"
-    sigma: Tensor | float | None = None
-    landmarks: LandmarkMethod = "fps"
-    seed: int = 0
-    jitter: float | None = None
-    backward: str = "lorentzian"
-    eps: float = 1e-4
-    state: NystromFit | None = None
-
-    def fit(self, features: Tensor) -> NystromEmbedding:
-        self.state = nystrom_fit(
-            features,
-            self.num_landmarks,
-            self.k,
-            kernel=self.kernel,
-            sigma=self.sigma,
-            landmarks=self.landmarks,
-            seed=self.seed,
-            jitter=self.jitter,
-            backward=self.backward,
-            eps=self.eps,
-        )
-        return self
-
-    def _fitted(self) -> NystromFit:
-        if self.state is None:
-            raise ValueError("NystromEmbedding must be fitted first: call fit(features)")
-        return self.state
-
-    @property
-    def eigenvalues(self) -> Tensor:
-        return self._fitted().eigenvalues
-
-    @property
-    def eigenvectors(self) -> Tensor:
-        return self._fitted().eigenvectors
-
-    def transform(self, features: Tensor) -> Tensor:
-        return nystrom_transform(self._fitted(), features)
-
-    def fit_transform(self, features: Tensor) -> Tensor:
-        return self.fit(features).eigenvectors
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -7,11 +7,9 @@ import pytest
 import torch
 
 from cheeger.ops.nystrom import (
-    NystromEmbedding,
     farthest_point_sampling,
     kernel_matrix,
     nystrom_fit,
-    nystrom_transform,
     sample_landmarks,
     subspace_distance,
 )
@@ -115,43 +113,6 @@ def test_batched_fit_equals_separate_fits(rng):
         torch.testing.assert_close(together.eigenvalues[b], alone.eigenvalues[0])
 
 
-# ---------------------------------------------------------------- out of sample
-
-
-def test_transform_of_training_features_equals_fit(rng):
-    x = torch.from_numpy(np.stack([clustered(rng, 50), clustered(rng, 50)]))
-    embedding = NystromEmbedding(num_landmarks=12, k=3, sigma=1.0).fit(x)
-    torch.testing.assert_close(embedding.transform(x), embedding.eigenvectors, atol=1e-12, rtol=0)
-    # Rows are embedded independently: a subset transforms to the matching rows.
-    torch.testing.assert_close(
-        embedding.transform(x[:, 5:17]), embedding.eigenvectors[:, 5:17], atol=1e-12, rtol=0
-    )
-
-
-def test_transform_extends_the_exact_eigenvectors(rng):
-    """With every training point a landmark, new points get (1/μ) Σ_j Ŵ_n(x, j) v_j for the
-    exact Ŵ = W, computed here densely from the training eigenvectors. Spread-out points
-    keep W well conditioned (the extension goes through W⁻¹)."""
-    train, new = rng.standard_normal((40, 5)), rng.standard_normal((7, 5))
-    fit = nystrom_fit(torch.from_numpy(train)[None], 40, 3, sigma=1.0)
-    w = dense_kernel(np.concatenate([train, new]), "gaussian", 1.0)
-    cross = w[40:, :40]
-    deg_train, deg_new = w[:40, :40].sum(1), cross.sum(1)
-    mu = 1.0 - fit.eigenvalues[0].numpy()
-    vectors = fit.eigenvectors[0].numpy()
-    expected = (cross / np.sqrt(np.outer(deg_new, deg_train))) @ vectors / mu
-    got = nystrom_transform(fit, torch.from_numpy(new)[None])[0].numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-9, rtol=0)
-
-
-def test_single_fit_broadcasts_over_new_images(rng):
-    fit = nystrom_fit(torch.from_numpy(clustered(rng, 30))[None], 8, 2, sigma=1.0)
-    new = torch.from_numpy(np.stack([clustered(rng, 9) for _ in range(3)]))
-    out = nystrom_transform(fit, new)
-    assert out.shape == (3, 9, 2)
-    torch.testing.assert_close(out[2], nystrom_transform(fit, new[2:3])[0])
-
-
 # ---------------------------------------------------------------- landmarks
 
 
@@ -206,8 +167,7 @@ def test_gradcheck_features_and_sigma(rng):
 
     def embed(features, bandwidth):
         fit = nystrom_fit(features, 5, 2, sigma=bandwidth, landmarks=index, backward="exact")
-        new = nystrom_transform(fit, features[:, :3] + 0.1)
-        return fit.eigenvalues, fit.eigenvectors, new
+        return fit.eigenvalues, fit.eigenvectors
 
     assert torch.autograd.gradcheck(embed, (x, sigma))
 
@@ -262,13 +222,5 @@ def test_bad_inputs_name_the_argument(rng):
         nystrom_fit(x, 3, 2, sigma=1.0, landmarks=torch.tensor([[1, 1, 2]]))
     with pytest.raises(ValueError, match="jitter"):
         nystrom_fit(x, 5, 2, sigma=1.0, jitter=-1.0)
-    fit = nystrom_fit(x, 5, 2, sigma=1.0)
-    with pytest.raises(ValueError, match="channels"):
-        nystrom_transform(fit, torch.zeros(1, 4, 2, dtype=DTYPE))
-    pair = nystrom_fit(x.expand(2, -1, -1), 5, 2, sigma=1.0)
-    with pytest.raises(ValueError, match="batch size"):
-        nystrom_transform(pair, torch.zeros(3, 4, 3, dtype=DTYPE))
-    with pytest.raises(ValueError, match="fitted"):
-        NystromEmbedding(5, 2, sigma=1.0).transform(x)
     with pytest.raises(ValueError, match="start"):
         farthest_point_sampling(x, 3, start=torch.tensor([20]))
