@@ -62,8 +62,8 @@ class UNet(Backbone):
             feature map relative to the input.
         max_channels: cap on the stage width.
         channels_last: run the convolutions in channels-last (NHWC) memory layout
-            (1.18x faster per training step on a 2-core x86 CPU, see
-            experiments/bench_unet_layout.py; also what tensor cores prefer); the
+            (faster per training step on CPU, experiments/results/bench_unet_layout.md;
+            also what tensor cores prefer); the
             returned feature map is contiguous NCHW either way.
 
     Shapes:

@@ -41,7 +41,7 @@ for which the last step's block is no better a start than a random one.
 Why this algorithm. Its cost is sparse products, m columns at once (accumulated in place
 by ``addmm_``), plus one m-column Rayleigh-Ritz every d products. A block LOBPCG needs
 about as many products but orthonormalises and projects a 3m-column basis per
-iteration, and that dense work made it 4-5x slower; a restarted block Lanczos method
+iteration, and that dense work made it several times slower; a restarted block Lanczos method
 carries the same dense cost and was not pursued. The measured comparison with LOBPCG is
 in docs/spectral_head.md ("Why a filtered block iteration"), the benchmark against
 scipy's eigsh and torch.lobpcg in experiments/results/bench_partial_eigh.md
@@ -314,8 +314,8 @@ def _spectrum_bound(graph: NeighborGraph, kind: LaplacianKind) -> Tensor:
 def _column_norms(y: Tensor) -> Tensor:
     """Euclidean norms of the columns of y (B, N, m) -> (B, m).
 
-    As a dot product: torch's ``norm(dim=-2)`` over the strided dimension was 10x slower
-    on CPU (10 ms against 0.9 ms for 32k x 28).
+    As a dot product, O(N m): torch's ``norm(dim=-2)`` reduces over the strided
+    dimension, which is an order of magnitude slower on CPU.
     """
     return torch.linalg.vecdot(y, y, dim=-2).sqrt()
 
@@ -328,7 +328,7 @@ def _orthonormalize(y: Tensor) -> Tensor:
     conditioning or rank of the block, so nothing is checked on the host. The checked
     Cholesky-QR it replaced (repeated until the Gram matrix was the identity, QR when a
     factorisation failed) read the device 3 to 5 times per call and was no faster on
-    CPU (1 thread, 28 columns: 22 ms against 23-32 ms at N = 65,536 in float32).
+    CPU. Cost O(N m²).
     """
     y = y / _column_norms(y).unsqueeze(-2).clamp_min(torch.finfo(y.dtype).tiny)
     return torch.linalg.qr(y).Q
