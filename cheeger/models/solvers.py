@@ -42,7 +42,7 @@ from cheeger.ops.eigh import eigh
 from cheeger.ops.graph import NeighborGraph
 from cheeger.ops.laplacian import inverse_degree_power, lambda_max_bound, laplacian_to_dense
 from cheeger.ops.nystrom import LANDMARK_METHODS, NYSTROM_KERNELS, nystrom_fit
-from cheeger.ops.partial_eigh import ON_FAIL, PARTIAL_BACKWARD_MODES, partial_eigh
+from cheeger.ops.partial_eigh import check_partial_options, partial_eigh
 
 # response(eigenvalues (B, M), lambda_max (B,)) -> h (B, M)
 Response = Callable[[Tensor, Tensor], Tensor]
@@ -189,9 +189,9 @@ class PartialSolver(SpectralSolver):
         backward_max_iter: int = 1000,
     ) -> None:
         super().__init__(k)
-        _choice("on_fail", on_fail, ON_FAIL)
-        _choice("backward", backward, PARTIAL_BACKWARD_MODES)
-        self.options = dict(
+        # Checked here, named by config key, so that a bad value fails before any data.
+        self.options = check_partial_options(
+            prefix="solver.",
             tol=tol,
             max_iter=max_iter,
             guard=guard,

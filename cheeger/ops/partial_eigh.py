@@ -93,7 +93,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from numbers import Real
 from typing import NamedTuple
 
 import torch
@@ -102,12 +101,10 @@ from torch.autograd.function import once_differentiable
 
 from cheeger.ops.backward_modes import (
     GAP_MODES,
-    check_backward_mode,
-    check_eps,
     gap_reciprocal,
     resolve_order,
 )
-from cheeger.ops.checks import check_int
+from cheeger.ops.checks import check_bool, check_int, check_number
 from cheeger.ops.eigh import SIGN_CONVENTIONS, canonicalize_eigenvector_signs
 from cheeger.ops.graph import NeighborGraph, check_weights, degree
 from cheeger.ops.laplacian import (
@@ -882,10 +879,57 @@ class _PartialEigh(torch.autograd.Function):
 # --------------------------------------------------------------------------- public API
 
 
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0; found {value!r}")
-    return float(value)
+def check_partial_options(
+    *,
+    tol: float | None = None,
+    max_iter: int = 200,
+    guard: int | None = None,
+    degree: int = 16,
+    on_fail: str = "warn",
+    dense_limit: int = 4096,
+    backward: str = "lorentzian",
+    eps: float = 1e-4,
+    out_of_subspace: bool = True,
+    backward_tol: float | None = None,
+    backward_max_iter: int = 1000,
+    prefix: str = "",
+) -> dict:
+    """The one check of :func:`partial_eigh`'s graph-independent options (its defaults).
+
+    ``partial_eigh`` calls it on every call; ``PartialSolver`` calls it once at
+    construction with ``prefix="solver."``, so that a bad config value fails before any
+    data is read, named by its config key.
+
+    Returns:
+        The options, numbers as int/float (None kept: resolved per call).
+
+    Raises:
+        ValueError: ``"<prefix><name> must be ...; found <value>"``.
+    """
+
+    def positive(name: str, value: float | None) -> float | None:
+        return None if value is None else check_number(prefix + name, value, 0, low_open=True)
+
+    if on_fail not in ON_FAIL:
+        raise ValueError(f"{prefix}on_fail must be one of {ON_FAIL}; found {on_fail!r}")
+    if backward not in PARTIAL_BACKWARD_MODES:
+        raise ValueError(
+            f"{prefix}backward must be one of {', '.join(PARTIAL_BACKWARD_MODES)}; "
+            f"found {backward!r}"
+        )
+    return {
+        "tol": positive("tol", tol),
+        "max_iter": check_int(prefix + "max_iter", max_iter, 0),
+        "guard": None if guard is None else check_int(prefix + "guard", guard, 0),
+        "degree": check_int(prefix + "degree", degree, 1),
+        "on_fail": on_fail,
+        "dense_limit": check_int(prefix + "dense_limit", dense_limit, 1),
+        "backward": backward,
+        "eps": check_number(prefix + "eps", eps, 0),
+        "out_of_subspace": check_bool(prefix + "out_of_subspace", out_of_subspace),
+        "backward_tol": positive("backward_tol", backward_tol),
+        "backward_max_iter": check_int(prefix + "backward_max_iter", backward_max_iter, 1),
+    }
 
 
 def _start_block(graph: NeighborGraph, width: int, start: Tensor | None, seed: int) -> Tensor:
@@ -998,24 +1042,30 @@ def partial_eigh(
     kind = laplacian_kind(kind)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; found {method!r}")
-    if on_fail not in ON_FAIL:
-        raise ValueError(f"on_fail must be one of {ON_FAIL}; found {on_fail!r}")
-    mode = check_backward_mode(backward, PARTIAL_BACKWARD_MODES)
+    checked = check_partial_options(
+        tol=tol,
+        max_iter=max_iter,
+        guard=guard,
+        degree=degree,
+        on_fail=on_fail,
+        dense_limit=dense_limit,
+        backward=backward,
+        eps=eps,
+        out_of_subspace=out_of_subspace,
+        backward_tol=backward_tol,
+        backward_max_iter=backward_max_iter,
+    )
+    mode, out_of_subspace, eps = checked["backward"], checked["out_of_subspace"], checked["eps"]
     if mode == "topk":
         mode, out_of_subspace = "lorentzian", False
-    eps = check_eps(eps)
     order = resolve_order(mode, order)
     if sign not in SIGN_CONVENTIONS:
         raise ValueError(f"sign must be one of {SIGN_CONVENTIONS}; found {sign!r}")
-    if not isinstance(out_of_subspace, bool):
-        raise ValueError(f"out_of_subspace must be a bool; found {out_of_subspace!r}")
-    tol = DEFAULT_TOL[weight.dtype] if tol is None else _check_positive("tol", tol)
-    backward_tol = tol if backward_tol is None else _check_positive("backward_tol", backward_tol)
-    max_iter = check_int("max_iter", max_iter, 0)
-    backward_max_iter = check_int("backward_max_iter", backward_max_iter, 1)
-    degree = check_int("degree", degree, 1)
-    dense_limit = check_int("dense_limit", dense_limit, 1)
-    guard = max(4, (3 * k + 3) // 4) if guard is None else check_int("guard", guard, 0)
+    tol = DEFAULT_TOL[weight.dtype] if checked["tol"] is None else checked["tol"]
+    backward_tol = tol if checked["backward_tol"] is None else checked["backward_tol"]
+    max_iter, backward_max_iter = checked["max_iter"], checked["backward_max_iter"]
+    degree, dense_limit = checked["degree"], checked["dense_limit"]
+    guard = max(4, (3 * k + 3) // 4) if checked["guard"] is None else checked["guard"]
     if X0 is not None:
         if not isinstance(X0, Tensor) or X0.dim() != 3 or X0.shape[:2] != (batch, num_nodes):
             found = tuple(X0.shape) if isinstance(X0, Tensor) else type(X0).__name__

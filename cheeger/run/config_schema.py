@@ -57,7 +57,6 @@ class Field:
 
 
 POSITIVE_INT = Field(int, 1)
-NON_NEGATIVE_INT = Field(int, 0)
 POSITIVE = Field(float, 0, low_open=True)
 
 SCHEMA: dict[str, Field] = {
@@ -73,8 +72,6 @@ SCHEMA: dict[str, Field] = {
     "dataset.source.allow_lossy_masks": Field(bool),
     "optimizer.lr": POSITIVE,
     "optimizer.weight_decay": Field(float, 0),
-    "solver.tol": Field(float, 0, nullable=True, low_open=True),
-    "solver.max_iter": NON_NEGATIVE_INT,
     # cheeger.predict
     "alpha": Field(float, 0, 1),
     "overwrite": Field(bool),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from cheeger.models.response import HeatResponse, TemperResponse
 from cheeger.models.solvers import ChebyshevSolver, DenseSolver, NystromSolver, PartialSolver
 from cheeger.ops.grid import grid_graph
 from cheeger.ops.laplacian import LAPLACIAN_KINDS, laplacian_to_dense
+from cheeger.ops.partial_eigh import partial_eigh
 
 F64 = torch.float64
 K = 6
@@ -146,3 +149,35 @@ def test_solver_options_are_checked_where_they_enter():
 def test_bad_solver_strings_fail_at_construction(build, key):
     with pytest.raises(ValueError, match=f"solver.{key} must be one of"):
         build()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("tol", 0, "solver.tol must be a finite number > 0; found 0"),
+        ("tol", "abc", "solver.tol must be a finite number > 0; found 'abc'"),
+        ("backward_tol", -1e-3, "solver.backward_tol must be a finite number > 0"),
+        ("max_iter", -1, "solver.max_iter must be an int >= 0; found -1"),
+        ("max_iter", 2.5, "solver.max_iter must be an int >= 0; found 2.5"),
+        ("backward_max_iter", 0, "solver.backward_max_iter must be an int >= 1"),
+        ("degree", 0, "solver.degree must be an int >= 1; found 0"),
+        ("guard", -2, "solver.guard must be an int >= 0; found -2"),
+        ("dense_limit", 0, "solver.dense_limit must be an int >= 1"),
+        ("eps", float("nan"), "solver.eps must be a finite number >= 0; found nan"),
+        ("out_of_subspace", 1, "solver.out_of_subspace must be true or false; found 1"),
+    ],
+)
+def test_partial_solver_numbers_fail_at_construction_by_config_key(option, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PartialSolver(**{option: value})
+
+
+def test_partial_eigh_applies_the_same_rule_without_the_prefix():
+    graph = grid_graph(torch.rand(1, 3, 6, 6, dtype=torch.float64), 1, 0.5)
+    with pytest.raises(ValueError, match=re.escape("degree must be an int >= 1; found 0")):
+        partial_eigh(graph, 2, degree=0)
+    # Options are normalised once: the solver passes partial_eigh what it checked.
+    solver = PartialSolver(k=2, tol=1e-6, max_iter=50)
+    values = solver.eigenpairs(graph, "symmetric").eigenvalues
+    expected = partial_eigh(graph, 2, tol=1e-6, max_iter=50).eigenvalues
+    torch.testing.assert_close(values, expected)
