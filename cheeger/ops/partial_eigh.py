@@ -881,20 +881,20 @@ class _PartialEigh(torch.autograd.Function):
 
 def check_partial_options(
     *,
-    tol: float | None = None,
-    max_iter: int = 200,
-    guard: int | None = None,
-    degree: int = 16,
-    on_fail: str = "warn",
-    dense_limit: int = 4096,
-    backward: str = "lorentzian",
-    eps: float = 1e-4,
-    out_of_subspace: bool = True,
-    backward_tol: float | None = None,
-    backward_max_iter: int = 1000,
+    tol: float | None,
+    max_iter: int,
+    guard: int | None,
+    degree: int,
+    on_fail: str,
+    dense_limit: int,
+    backward: str,
+    eps: float,
+    out_of_subspace: bool,
+    backward_tol: float | None,
+    backward_max_iter: int,
     prefix: str = "",
 ) -> dict:
-    """The one check of :func:`partial_eigh`'s graph-independent options (its defaults).
+    """The one check of :func:`partial_eigh`'s graph-independent options.
 
     ``partial_eigh`` calls it on every call; ``PartialSolver`` calls it once at
     construction with ``prefix="solver."``, so that a bad config value fails before any
