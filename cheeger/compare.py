@@ -267,7 +267,8 @@ def _value(value: float, digits: int = 4) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _pm(values: Sequence[float], digits: int = 4) -> str:
+def mean_pm_std(values: Sequence[float], digits: int = 4) -> str:
+    """ "mean ± std" of the finite values ("mean" for one, "-" for none)."""
     mean, std = mean_std(_finite(values))
     if math.isnan(mean):
         return "-"
@@ -285,7 +286,7 @@ def tables(variants: Mapping[str, Sequence[RunData]], baseline: str) -> list[Tab
                 name,
                 group[0].head_variant,
                 str(len(group)),
-                *(_pm([r.metrics.get(k, math.nan) for r in group]) for k in TEST_SCORES),
+                *(mean_pm_std([r.metrics.get(k, math.nan) for r in group]) for k in TEST_SCORES),
             ]
             for name, group in variants.items()
         ],

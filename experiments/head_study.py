@@ -53,7 +53,7 @@ import yaml
 from tqdm import tqdm
 
 from cheeger import compare
-from cheeger.compare import mean_std, paired
+from cheeger.compare import mean_pm_std, paired
 from cheeger.run.keys import SCORE_TITLES as SCORE_NAMES
 from cheeger.run.keys import SCORES
 from cheeger.run.runner import FINAL_METRICS_FILE, load_final_metrics
@@ -159,11 +159,6 @@ def read_run(
     )
 
 
-def _pm(values: list[float], digits: int = 3) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def report(study: dict, runs: list[Run], header: str) -> str:
     """The markdown report of the finished runs."""
     by_variant: dict[str, list[Run]] = {}
@@ -180,9 +175,9 @@ def report(study: dict, runs: list[Run], header: str) -> str:
     for name, group in by_variant.items():
         steps = [r.step_time for r in group]
         lines.append(
-            f"| {name} | {len(group)} | {_pm([r.scores['mIoU'] for r in group])} | "
-            f"{_pm([r.scores['boundary_iou'] for r in group])} | "
-            f"{_pm([r.scores['bf'] for r in group])} | {_pm(steps, 2)} | "
+            f"| {name} | {len(group)} | {mean_pm_std([r.scores['mIoU'] for r in group], 3)} | "
+            f"{mean_pm_std([r.scores['boundary_iou'] for r in group], 3)} | "
+            f"{mean_pm_std([r.scores['bf'] for r in group], 3)} | {mean_pm_std(steps, 2)} | "
             f"{float(np.median(steps)) / base_step:.2f} | "
             f"{max(r.peak_memory_mb for r in group):.0f} | "
             f"{np.mean([r.wall_s for r in group]) / 60:.1f} |"
@@ -213,7 +208,7 @@ def report(study: dict, runs: list[Run], header: str) -> str:
             "|---|" + "---|" * len(widths),
         ]
         for name, group in by_variant.items():
-            cells = [_pm([r.trimap.get(w, math.nan) for r in group]) for w in widths]
+            cells = [mean_pm_std([r.trimap.get(w, math.nan) for r in group], 3) for w in widths]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -125,6 +125,13 @@ def test_mean_std_is_the_sample_standard_deviation():
     assert math.isnan(compare.mean_std([0.4])[1])
 
 
+def test_mean_pm_std_leaves_missing_values_out():
+    assert compare.mean_pm_std([0.5, 0.7, 0.9], 2) == "0.70 ± 0.20"
+    assert compare.mean_pm_std([0.5, math.nan, 0.9], 1) == "0.7 ± 0.3"  # NaN: a run without it
+    assert compare.mean_pm_std([0.25, math.nan], 3) == "0.250"
+    assert compare.mean_pm_std([math.nan, math.nan]) == "-"
+
+
 def test_paired_t_test_matches_the_textbook_formula():
     base = {0: 0.50, 1: 0.55, 2: 0.61, 3: 0.58}
     other = {0: 0.53, 1: 0.56, 2: 0.66, 3: 0.60, 9: 0.99}  # seed 9 has no partner
