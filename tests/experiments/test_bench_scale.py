@@ -67,6 +67,37 @@ def test_graph_nodes_per_head():
     assert bench_scale.graph_nodes("spectral_logits", (1024, 2048), 4) == 2_097_152
 
 
+@pytest.mark.parametrize("long_run, runs", [(1e9, 3), (0.0, 1)])
+def test_no_timed_run_is_the_memory_run(monkeypatch, long_run, runs):
+    # The memory meter slows allocation down (fresh mmaps): its run is never the timing.
+    inside = []
+
+    class Meter:
+        peak = 7
+
+        def __init__(self, device):
+            pass
+
+        def __enter__(self):
+            inside.append(True)
+            return self
+
+        def __exit__(self, *exc):
+            inside.append(False)
+
+    calls = []
+
+    def run():
+        calls.append(inside[-1])
+        return len(calls)
+
+    monkeypatch.setattr(bench_scale, "PeakMemory", Meter)
+    monkeypatch.setattr(bench_scale, "LONG_RUN", long_run)
+    seconds, timed_runs, peak, result = bench_scale.measure(run, "cpu", 3)
+    assert (timed_runs, peak, result) == (runs, 7, 1 + runs)
+    assert calls == [True] + [False] * runs and seconds >= 0
+
+
 @pytest.mark.skipif(not timing.Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
 def test_peak_memory_meter_sees_a_known_allocation():
     size = 256 * 2**20
