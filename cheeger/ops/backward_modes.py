@@ -63,10 +63,12 @@ Two further backward modes are not functions of Δ alone and are assembled by
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch import Tensor
+
+from cheeger.ops.checks import check_number
 
 GAP_MODES: tuple[str, ...] = ("exact", "lorentzian", "clamp", "taylor", "pade")
 """Modes whose coupling is a function of the gap alone (usable by any solver)."""
@@ -81,18 +83,19 @@ DEFAULT_ORDER: dict[str, int] = {"taylor": 3, "pade": 2, "power_iteration": 20}
 _TOPK_INNER = "lorentzian"
 
 
-def check_backward_mode(mode: str, allowed: tuple[str, ...] = BACKWARD_MODES) -> str:
-    """Return ``mode`` if it is one of ``allowed``, else raise a ValueError listing them."""
+def check_backward_mode(
+    mode: str, allowed: tuple[str, ...] = BACKWARD_MODES, name: str = "backward"
+) -> str:
+    """Return ``mode`` if it is one of ``allowed``, else raise a ValueError naming
+    ``name`` and listing them."""
     if not isinstance(mode, str) or mode not in allowed:
-        raise ValueError(f"backward must be one of {', '.join(allowed)}; found {mode!r}")
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; found {mode!r}")
     return mode
 
 
-def check_eps(eps: float) -> float:
+def check_eps(eps: float, name: str = "eps") -> float:
     """Return ``eps`` as a float if it is finite and >= 0, else raise a ValueError."""
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0; found {eps!r}")
-    return float(eps)
+    return check_number(name, eps, 0)
 
 
 def resolve_order(mode: str, order: int | None) -> int | None:

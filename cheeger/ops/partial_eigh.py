@@ -101,6 +101,8 @@ from torch.autograd.function import once_differentiable
 
 from cheeger.ops.backward_modes import (
     GAP_MODES,
+    check_backward_mode,
+    check_eps,
     gap_reciprocal,
     resolve_order,
 )
@@ -912,11 +914,6 @@ def check_partial_options(
 
     if on_fail not in ON_FAIL:
         raise ValueError(f"{prefix}on_fail must be one of {ON_FAIL}; found {on_fail!r}")
-    if backward not in PARTIAL_BACKWARD_MODES:
-        raise ValueError(
-            f"{prefix}backward must be one of {', '.join(PARTIAL_BACKWARD_MODES)}; "
-            f"found {backward!r}"
-        )
     return {
         "tol": positive("tol", tol),
         "max_iter": check_int(prefix + "max_iter", max_iter, 0),
@@ -924,8 +921,8 @@ def check_partial_options(
         "degree": check_int(prefix + "degree", degree, 1),
         "on_fail": on_fail,
         "dense_limit": check_int(prefix + "dense_limit", dense_limit, 1),
-        "backward": backward,
-        "eps": check_number(prefix + "eps", eps, 0),
+        "backward": check_backward_mode(backward, PARTIAL_BACKWARD_MODES, prefix + "backward"),
+        "eps": check_eps(eps, prefix + "eps"),
         "out_of_subspace": check_bool(prefix + "out_of_subspace", out_of_subspace),
         "backward_tol": positive("backward_tol", backward_tol),
         "backward_max_iter": check_int(prefix + "backward_max_iter", backward_max_iter, 1),
